@@ -1,0 +1,20 @@
+# CUDA for Hopper (sm_90). CMake 3.25 does not know nvcc's C++20 flag: set it by hand, after
+# enable_language (the compiler-ABI probe must not see CMAKE_CUDA_STANDARD 20 yet).
+if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+  set(CMAKE_CUDA_ARCHITECTURES 90)
+endif()
+enable_language(CUDA)
+set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+set(CMAKE_CUDA_STANDARD 20)
+set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+find_package(CUDAToolkit REQUIRED)
+find_library(STRATA_NCCL_LIB nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/local/cuda/lib64 /usr/lib/x86_64-linux-gnu)
+find_path(STRATA_NCCL_INCLUDE nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/local/cuda/include /usr/include)
+if(NOT STRATA_NCCL_LIB OR NOT STRATA_NCCL_INCLUDE)
+  message(FATAL_ERROR "STRATA_CUDA=ON but NCCL was not found next to the CUDA toolkit")
+endif()
+add_library(strata_nccl SHARED IMPORTED)
+set_target_properties(strata_nccl PROPERTIES IMPORTED_LOCATION ${STRATA_NCCL_LIB}
+                      INTERFACE_INCLUDE_DIRECTORIES ${STRATA_NCCL_INCLUDE})
+add_compile_definitions(STRATA_WITH_CUDA=1)

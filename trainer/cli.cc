@@ -1,0 +1,182 @@
+#include "trainer/cli.h"
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "trainer/config_yaml.h"
+
+namespace strata {
+namespace {
+
+constexpr const char* kVersion = "0.1.0";
+
+const std::vector<std::string>& command_names() {
+  static const std::vector<std::string> names = {"train", "plan", "generate", "eval", "export", "data", "config"};
+  return names;
+}
+
+// A subcommand whose machinery is not in this build yet: say so, name the issue, exit 3.
+int not_landed(const std::string& what, const std::string& issue) {
+  std::fprintf(stderr, "strata %s: not available yet: it lands with the %s issue; nothing was run.\n",
+               what.c_str(), issue.c_str());
+  return kExitNotLanded;
+}
+
+// Loads and validates a config, printing each problem on its own line.
+bool load_or_report(const std::string& path, const std::vector<std::string>& sets, ExperimentConfig* out) {
+  auto cfg = load_experiment_config(path, sets);
+  if (!cfg.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(cfg.status().message()).c_str());
+    return false;
+  }
+  *out = *std::move(cfg);
+  return true;
+}
+
+struct Args {
+  std::string config;
+  std::vector<std::string> sets;
+  bool dry_run = false;
+  int world_size = 1;
+  std::string checkpoint, prompt, task = "countdown", out, dtype = "bf16", output_file;
+  int n = 500, max_new_tokens = 128;
+  double temperature = 1.0;
+  bool force = false;
+};
+
+void add_config_args(CLI::App* cmd, Args* a) {
+  cmd->add_option("config", a->config, "experiment YAML file")->required();
+  cmd->add_option("--set", a->sets, "override a key: --set optim.lr=1e-3 (repeatable)")->take_all();
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  CLI::App app{"Strata: train Mixture-of-Experts reasoning models with SFT and GRPO.", "strata"};
+  app.set_version_flag("--version", kVersion);
+  app.require_subcommand(1);
+  Args a;
+
+  auto* train = app.add_subcommand("train", "train a model from an experiment config (pretrain, SFT or GRPO)");
+  add_config_args(train, &a);
+  train->add_flag("--dry-run", a.dry_run, "validate the config, print it resolved, and stop");
+
+  auto* plan = app.add_subcommand("plan", "show layout, memory per rank and pipeline schedule without computing");
+  add_config_args(plan, &a);
+  plan->add_option("--world-size", a.world_size, "ranks to plan for")->check(CLI::PositiveNumber);
+
+  auto* generate = app.add_subcommand("generate", "sample from a checkpoint");
+  generate->add_option("checkpoint", a.checkpoint, "checkpoint directory")->required();
+  generate->add_option("--prompt", a.prompt, "prompt text")->required();
+  generate->add_option("--max-new-tokens", a.max_new_tokens, "tokens to generate")->check(CLI::PositiveNumber);
+  generate->add_option("--temperature", a.temperature, "sampling temperature; 0 = greedy")->check(CLI::NonNegativeNumber);
+
+  auto* eval = app.add_subcommand("eval", "score a checkpoint on a verifiable task");
+  eval->add_option("checkpoint", a.checkpoint, "checkpoint directory")->required();
+  eval->add_option("--task", a.task, "countdown | arithmetic | gsm8k")->check(CLI::IsMember({"countdown", "arithmetic", "gsm8k"}));
+  eval->add_option("--n", a.n, "problems to score")->check(CLI::PositiveNumber);
+
+  auto* exp = app.add_subcommand("export", "write a checkpoint in Hugging Face format");
+  exp->add_option("checkpoint", a.checkpoint, "checkpoint directory")->required();
+  exp->add_option("--out", a.out, "output directory")->required();
+  exp->add_option("--dtype", a.dtype, "bf16 | fp32")->check(CLI::IsMember({"bf16", "fp32"}));
+  exp->add_flag("--force", a.force, "replace an existing output directory");
+
+  auto* data = app.add_subcommand("data", "prepare datasets: tokenize files, generate synthetic tasks");
+  data->require_subcommand(1);
+  auto* tokenize = data->add_subcommand("tokenize", "tokenize text or JSONL into binary shards");
+  tokenize->allow_extras();
+  auto* gen = data->add_subcommand("gen", "generate a synthetic reasoning task as JSONL");
+  gen->allow_extras();
+
+  auto* config = app.add_subcommand("config", "check, print or document experiment configs");
+  config->require_subcommand(1);
+  auto* check = config->add_subcommand("check", "validate a config (exit 0 when valid)");
+  add_config_args(check, &a);
+  auto* print = config->add_subcommand("print", "print the resolved config as YAML (every key, with docs)");
+  add_config_args(print, &a);
+  print->add_option("--out", a.output_file, "write to this file instead of stdout");
+  auto* docs = config->add_subcommand("docs", "print the reference of every config key as Markdown");
+
+  // An unknown command gets a one-line answer with a suggestion, not CLI11's generic one.
+  if (argc >= 2 && argv[1][0] != '-') {
+    std::string cmd = argv[1];
+    const auto& names = command_names();
+    if (std::find(names.begin(), names.end(), cmd) == names.end()) {
+      std::string hint = closest_match(cmd, names);
+      std::fprintf(stderr, "strata: unknown command \"%s\"%s (commands: %s; see strata --help)\n", cmd.c_str(),
+                   hint.empty() ? "" : absl::StrCat("; did you mean ", hint, "?").c_str(),
+                   absl::StrJoin(names, ", ").c_str());
+      return kExitUsage;
+    }
+  }
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::string msg = e.what();
+    std::replace(msg.begin(), msg.end(), '\n', ' ');
+    std::fprintf(stderr, "strata: %s (see strata --help)\n", msg.c_str());
+    return kExitUsage;
+  }
+
+  ExperimentConfig cfg;
+  if (*train) {
+    if (!load_or_report(a.config, a.sets, &cfg)) return kExitUsage;
+    if (a.dry_run) {
+      std::printf("%s", experiment_config_to_yaml(cfg).c_str());
+      return kExitOk;
+    }
+    return not_landed("train", "Training (#4)");
+  }
+  if (*plan) {
+    if (!load_or_report(a.config, a.sets, &cfg)) return kExitUsage;
+    return not_landed("plan", "Distributed runtime (#7) and Pipeline (#9)");
+  }
+  if (*generate) return not_landed("generate", "Training (#4)");
+  if (*eval) return not_landed("eval", "Training (#4)");
+  if (*exp) return not_landed("export", "Hugging Face interop (#10)");
+  if (*tokenize) return not_landed("data tokenize", "Training (#4)");
+  if (*gen) return not_landed("data gen", "Training (#4)");
+  if (*check) {
+    if (!load_or_report(a.config, a.sets, &cfg)) return kExitUsage;
+    std::printf("%s: OK\n", a.config.c_str());
+    return kExitOk;
+  }
+  if (*print) {
+    if (!load_or_report(a.config, a.sets, &cfg)) return kExitUsage;
+    std::string yaml = experiment_config_to_yaml(cfg);
+    if (a.output_file.empty()) {
+      std::printf("%s", yaml.c_str());
+      return kExitOk;
+    }
+    std::ofstream out(a.output_file);
+    out << yaml;
+    if (!out.good()) {
+      std::fprintf(stderr, "strata: cannot write %s\n", a.output_file.c_str());
+      return kExitFailure;
+    }
+    return kExitOk;
+  }
+  if (*docs) {
+    std::printf("%s", config_reference_markdown().c_str());
+    return kExitOk;
+  }
+  return kExitUsage;
+}
+
+}  // namespace strata
