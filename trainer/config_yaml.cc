@@ -16,6 +16,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 
@@ -598,7 +599,7 @@ std::string config_reference_markdown() {
       continue;
     }
     std::string type = k.type == "choice" ? k.allowed : k.type;
-    std::string doc = k.doc;
+    std::string doc = absl::StrReplaceAll(k.doc, {{"<", "&lt;"}, {">", "&gt;"}, {"|", "\\|"}});
     if (k.type != "choice" && !k.allowed.empty()) doc += " (" + k.allowed + ")";
     out << "| `" << k.path << "` | " << type << " | `" << k.default_value << "` | " << doc << " |\n";
   }
