@@ -1,0 +1,27 @@
+// MpiEnv: the process's MPI lifetime. It initialises MPI (thread level FUNNELED: only the main
+// thread calls MPI), tells logging its rank, and installs the fatal handler that turns any
+// rank's CHECK failure into MPI_Abort, so one failing rank ends the whole job with its own error
+// printed first instead of leaving the others hanging in a collective (DESIGN.md "Failures").
+// Communicators and rank groups are built on top of it by the Distributed runtime issue.
+#pragma once
+
+namespace strata {
+
+class MpiEnv {
+ public:
+  // Initialises MPI unless it already is (then it neither re-initialises nor finalises).
+  MpiEnv(int* argc, char*** argv);
+  ~MpiEnv();
+  MpiEnv(const MpiEnv&) = delete;
+  MpiEnv& operator=(const MpiEnv&) = delete;
+
+  int rank() const { return rank_; }
+  int world_size() const { return world_size_; }
+
+ private:
+  bool owns_ = false;
+  int rank_ = 0;
+  int world_size_ = 1;
+};
+
+}  // namespace strata
