@@ -44,7 +44,11 @@ class Shape {
     return n;
   }
   // Product of all extents but the last: the number of rows of a row-major matrix view.
-  int64_t rows() const { return rank_ == 0 ? 1 : numel() / (dims_[rank_ - 1] == 0 ? 1 : dims_[rank_ - 1]); }
+  int64_t rows() const {
+    int64_t n = 1;
+    for (int i = 0; i + 1 < rank_; ++i) n *= dims_[i];
+    return n;
+  }
   int64_t cols() const { return rank_ == 0 ? 1 : dims_[rank_ - 1]; }
 
   bool operator==(const Shape& o) const {

@@ -21,6 +21,8 @@ TEST(Shape, NumelRowsColsAndEquality) {
   EXPECT_EQ(s.to_string(), "(2, 3, 4)");
   EXPECT_EQ(Shape{}.numel(), 1);
   EXPECT_EQ((Shape{0, 5}).numel(), 0);
+  EXPECT_EQ((Shape{5, 0}).rows(), 5);  // an empty row is still a row
+  EXPECT_EQ((Shape{7}).rows(), 1);
 }
 
 TEST(Tensor, AllocationIsAlignedAndZeroed) {
