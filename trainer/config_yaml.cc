@@ -187,7 +187,7 @@ class Reader {
   Reader(ParseContext* ctx, const YAML::Node& node, std::string prefix)
       : ctx_(ctx), prefix_(std::move(prefix)) {
     for (auto it = node.begin(); it != node.end(); ++it) {
-      const YAML::Node& k = it->first;
+      YAML::Node k = it->first;  // a copy: the iterator yields a temporary pair
       if (!k.IsScalar()) {
         ctx_->error(ctx_->where(prefix_, k.Mark()), prefix_.empty() ? "(top level)" : prefix_,
                     "keys must be plain names");
