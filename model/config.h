@@ -11,7 +11,7 @@
 
 namespace strata {
 
-enum class ModelArch { kLlama, kQwen2, kQwen3, kMixtral, kQwen2Moe, kQwen3Moe, kDeepseekV3 };
+enum class ModelArch { kLlama, kQwen2, kQwen3, kMixtral, kQwen2Moe, kQwen3Moe, kGlm4Moe };
 enum class RouterScoring { kSoftmax, kSigmoid };
 enum class AuxLoss { kNone, kSeq, kSwitch };
 enum class RopeScalingType { kNone, kLlama3 };
@@ -42,6 +42,7 @@ struct MoeConfig {
   int64_t top_k = 2;
   int64_t expert_ffn_hidden = 0;
   int64_t n_shared_experts = 0;
+  int64_t shared_ffn_hidden = 0;
   bool shared_expert_gate = false;
   int64_t first_k_dense = 0;
   RouterScoring scoring = RouterScoring::kSoftmax;
@@ -62,6 +63,9 @@ struct MoeConfig {
     v.field("expert_ffn_hidden", expert_ffn_hidden, "hidden size of each expert (HF moe_intermediate_size)",
             Range::at_least(0));
     v.field("n_shared_experts", n_shared_experts, "always-on shared experts (DeepSeek-V3, Qwen2-MoE)", Range::at_least(0));
+    v.field("shared_ffn_hidden", shared_ffn_hidden,
+            "hidden size of the shared-expert MLP; 0 = n_shared_experts x expert_ffn_hidden (HF shared_expert_intermediate_size)",
+            Range::at_least(0));
     v.field("shared_expert_gate", shared_expert_gate, "scale shared experts by sigmoid(gate(x)) as Qwen2-MoE does");
     v.field("first_k_dense", first_k_dense, "leading blocks that use the dense MLP (HF first_k_dense_replace)",
             Range::at_least(0));
@@ -105,18 +109,25 @@ struct ModelConfig {
   MoeConfig moe;
 
   int64_t resolved_head_dim() const { return head_dim > 0 ? head_dim : d_model / n_heads; }
+  int64_t resolved_shared_ffn_hidden() const {
+    return moe.shared_ffn_hidden > 0 ? moe.shared_ffn_hidden : moe.n_shared_experts * moe.expert_ffn_hidden;
+  }
+  // Block i is an MoE block (else it uses the dense MLP).
+  bool is_moe_block(int64_t i) const { return moe.n_experts > 0 && i >= moe.first_k_dense; }
   bool is_moe() const { return moe.n_experts > 0; }
 
   template <class V>
   void visit(V& v) {
-    v.choice("arch", arch, "architecture, which fixes Hugging Face names and defaults for import/export",
+    v.choice("arch", arch,
+             "architecture, which fixes Hugging Face names for import/export; glm4_moe is DeepSeek-V3's MoE "
+             "(sigmoid routing, balancing bias, groups, shared experts) on standard attention",
              Choices<ModelArch>{{"llama", ModelArch::kLlama},
                                 {"qwen2", ModelArch::kQwen2},
                                 {"qwen3", ModelArch::kQwen3},
                                 {"mixtral", ModelArch::kMixtral},
                                 {"qwen2_moe", ModelArch::kQwen2Moe},
                                 {"qwen3_moe", ModelArch::kQwen3Moe},
-                                {"deepseek_v3", ModelArch::kDeepseekV3}});
+                                {"glm4_moe", ModelArch::kGlm4Moe}});
     v.field("vocab_size", vocab_size, "vocabulary size (must cover the tokenizer)", Range::at_least(1));
     v.field("d_model", d_model, "hidden size (HF hidden_size)", Range::at_least(1));
     v.field("n_layers", n_layers, "transformer blocks (HF num_hidden_layers)", Range::at_least(1));

@@ -1,0 +1,346 @@
+#include "model/moe.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <numeric>
+
+#include "core/check.h"
+#include "kernels/ops.h"
+
+namespace strata {
+namespace {
+
+Tensor f32(int64_t rows, int64_t cols) { return Tensor::empty({rows, cols}, DType::kF32); }
+
+inline float sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
+
+// Indices of the k largest values of v (n entries), largest first; ties keep the lower index.
+void top_k(const float* v, int64_t n, int64_t k, int32_t* out) {
+  std::vector<int32_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + k, order.end(), [v](int32_t a, int32_t b) {
+    return v[a] > v[b] || (v[a] == v[b] && a < b);
+  });
+  std::copy(order.begin(), order.begin() + k, out);
+}
+
+}  // namespace
+
+void Moe::build(const ModelConfig& config, const PrecisionConfig& precision) {
+  const MoeConfig& mc = config.moe;
+  C = config.d_model;
+  E = mc.n_experts;
+  K = mc.top_k;
+  Fe = mc.expert_ffn_hidden;
+  scoring = mc.scoring;
+  norm_topk_prob = mc.norm_topk_prob;
+  routed_scaling_factor = static_cast<float>(mc.routed_scaling_factor);
+  n_group = mc.n_group;
+  topk_group = mc.topk_group;
+  aux_loss = mc.aux_loss;
+  aux_loss_coef = static_cast<float>(mc.aux_loss_coef);
+  capacity_factor = mc.capacity_factor;
+  router.allocate({E, C});
+  if (scoring == RouterScoring::kSigmoid) router_bias.allocate({E}, /*with_grad=*/false);
+  w_gate.allocate({E, Fe, C});
+  w_up.allocate({E, Fe, C});
+  w_down.allocate({E, C, Fe});
+  gemm_gate = gemm_up = gemm_down = LinearGemm(precision, "experts");
+  has_shared = mc.n_shared_experts > 0;
+  shared_gated = mc.shared_expert_gate;
+  if (has_shared) shared.build(C, config.resolved_shared_ffn_hidden(), precision, "shared_experts");
+  if (shared_gated) shared_gate.allocate({1, C});
+}
+
+void Moe::collect(ParamList& out, const std::string& prefix) {
+  out.push_back({prefix + "router", &router, ParamKind::kMatrix});
+  if (router_bias.defined()) out.push_back({prefix + "router_bias", &router_bias, ParamKind::kRouterBias});
+  out.push_back({prefix + "experts.w_gate", &w_gate, ParamKind::kMatrix});
+  out.push_back({prefix + "experts.w_up", &w_up, ParamKind::kMatrix});
+  out.push_back({prefix + "experts.w_down", &w_down, ParamKind::kMatrix});
+  if (has_shared) shared.collect(out, prefix + "shared.");
+  if (shared_gated) out.push_back({prefix + "shared_gate", &shared_gate, ParamKind::kMatrix});
+}
+
+void moe_route(const Moe& m, const float* logits, int64_t N, float* probs, int32_t* idx, float* w) {
+  const int64_t E = m.E, K = m.K;
+  std::vector<float> choice(static_cast<size_t>(E));
+  for (int64_t t = 0; t < N; ++t) {
+    const float* z = logits + t * E;
+    float* p = probs + t * E;
+    int32_t* ti = idx + t * K;
+    float* tw = w + t * K;
+    if (m.scoring == RouterScoring::kSoftmax) {
+      softmax_forward_f32(p, z, 1, E);
+      top_k(p, E, K, ti);
+      float sum = 0.0f;
+      for (int64_t k = 0; k < K; ++k) sum += p[ti[k]];
+      for (int64_t k = 0; k < K; ++k) tw[k] = (m.norm_topk_prob ? p[ti[k]] / sum : p[ti[k]]) * m.routed_scaling_factor;
+      continue;
+    }
+    // Sigmoid scoring: choose by score + bias, weigh by the score alone.
+    const float* bias = m.router_bias.v();
+    for (int64_t e = 0; e < E; ++e) {
+      p[e] = sigmoid(z[e]);
+      choice[e] = p[e] + bias[e];
+    }
+    if (m.n_group > 1) {  // keep the topk_group groups whose best two experts score highest
+      const int64_t per = E / m.n_group;
+      std::vector<float> group_score(static_cast<size_t>(m.n_group));
+      for (int64_t g = 0; g < m.n_group; ++g) {
+        int32_t best[2];
+        top_k(choice.data() + g * per, per, std::min<int64_t>(2, per), best);
+        group_score[g] = choice[g * per + best[0]] + (per > 1 ? choice[g * per + best[1]] : 0.0f);
+      }
+      std::vector<int32_t> kept(static_cast<size_t>(m.topk_group));
+      top_k(group_score.data(), m.n_group, m.topk_group, kept.data());
+      std::vector<bool> keep(static_cast<size_t>(m.n_group), false);
+      for (int32_t g : kept) keep[g] = true;
+      for (int64_t e = 0; e < E; ++e)
+        if (!keep[e / per]) choice[e] = -std::numeric_limits<float>::infinity();
+    }
+    top_k(choice.data(), E, K, ti);
+    float sum = 0.0f;
+    for (int64_t k = 0; k < K; ++k) sum += p[ti[k]];
+    for (int64_t k = 0; k < K; ++k)
+      tw[k] = (m.norm_topk_prob ? p[ti[k]] / (sum + 1e-20f) : p[ti[k]]) * m.routed_scaling_factor;
+  }
+}
+
+void moe_forward(Moe& m, MoeSaved& s, float* out, const float* x, int64_t B, int64_t T) {
+  const int64_t N = B * T, C = m.C, E = m.E, K = m.K, Fe = m.Fe;
+  s.N = N;
+  s.B = B;
+  s.T = T;
+  s.x = f32(N, C);
+  copy_f32(s.x.f32(), x, N * C);
+
+  // Route in fp32.
+  Tensor logits = f32(N, E);
+  gemm_f32(false, true, N, E, C, 1.0f, x, C, m.router.v(), C, 0.0f, logits.f32(), E);
+  s.probs = f32(N, E);
+  s.topk_idx.assign(static_cast<size_t>(N * K), 0);
+  s.topk_w.assign(static_cast<size_t>(N * K), 0.0f);
+  moe_route(m, logits.f32(), N, s.probs.f32(), s.topk_idx.data(), s.topk_w.data());
+
+  // Count, apply the capacity limit in (token, rank) order, and lay slots out grouped by expert.
+  s.load.assign(static_cast<size_t>(E), 0);
+  for (int32_t e : s.topk_idx) s.load[e]++;
+  s.prob_sum.assign(static_cast<size_t>(E), 0.0);
+  for (int64_t t = 0; t < N; ++t)
+    for (int64_t e = 0; e < E; ++e) s.prob_sum[e] += s.probs.f32()[t * E + e];
+  const int64_t capacity =
+      m.capacity_factor > 0 ? static_cast<int64_t>(std::ceil(m.capacity_factor * N * K / static_cast<double>(E)))
+                            : N * K;
+  std::vector<int64_t> kept(static_cast<size_t>(E), 0);
+  s.slot_of.assign(static_cast<size_t>(N * K), -1);
+  s.dropped = 0;
+  for (int64_t i = 0; i < N * K; ++i) {
+    int32_t e = s.topk_idx[i];
+    if (kept[e] < capacity) {
+      s.slot_of[i] = static_cast<int32_t>(kept[e]++);  // rank within the expert for now
+    } else {
+      s.dropped++;
+    }
+  }
+  s.offsets.assign(static_cast<size_t>(E + 1), 0);
+  for (int64_t e = 0; e < E; ++e) s.offsets[e + 1] = s.offsets[e] + kept[e];
+  s.M = s.offsets[E];
+  s.slot_token.assign(static_cast<size_t>(s.M), 0);
+  for (int64_t i = 0; i < N * K; ++i) {
+    if (s.slot_of[i] < 0) continue;
+    s.slot_of[i] = static_cast<int32_t>(s.offsets[s.topk_idx[i]] + s.slot_of[i]);
+    s.slot_token[s.slot_of[i]] = static_cast<int32_t>(i / K);
+  }
+
+  // Dispatch (gather), run each expert over its block, combine.
+  const int64_t M = s.M;
+  s.xe = f32(M, C);
+  for (int64_t j = 0; j < M; ++j) copy_f32(s.xe.f32() + j * C, x + s.slot_token[j] * C, C);
+  s.gate = f32(M, Fe);
+  s.up = f32(M, Fe);
+  s.act = f32(M, Fe);
+  s.ye = f32(M, C);
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t r0 = s.offsets[e], n = s.offsets[e + 1] - r0;
+    if (n == 0) continue;
+    m.gemm_gate.forward(s.gate.f32() + r0 * Fe, s.xe.f32() + r0 * C, m.w_gate.v() + e * Fe * C, n, C, Fe);
+    m.gemm_up.forward(s.up.f32() + r0 * Fe, s.xe.f32() + r0 * C, m.w_up.v() + e * Fe * C, n, C, Fe);
+    swiglu_forward_f32(s.act.f32() + r0 * Fe, s.gate.f32() + r0 * Fe, s.up.f32() + r0 * Fe, n * Fe);
+    m.gemm_down.forward(s.ye.f32() + r0 * C, s.act.f32() + r0 * Fe, m.w_down.v() + e * C * Fe, n, Fe, C);
+  }
+  fill_f32(out, 0.0f, N * C);
+  for (int64_t i = 0; i < N * K; ++i) {
+    if (s.slot_of[i] < 0) continue;
+    axpy_f32(out + (i / K) * C, s.topk_w[i], s.ye.f32() + s.slot_of[i] * C, C);
+  }
+
+  if (m.has_shared) {
+    s.shared_y = f32(N, C);
+    mlp_forward(m.shared, s.shared, s.shared_y.f32(), x, N);
+    s.shared_g.assign(static_cast<size_t>(N), 1.0f);
+    if (m.shared_gated) {
+      for (int64_t t = 0; t < N; ++t) {
+        double z = 0;
+        for (int64_t c = 0; c < C; ++c) z += static_cast<double>(x[t * C + c]) * m.shared_gate.v()[c];
+        s.shared_g[t] = sigmoid(static_cast<float>(z));
+      }
+    }
+    for (int64_t t = 0; t < N; ++t) axpy_f32(out + t * C, s.shared_g[t], s.shared_y.f32() + t * C, C);
+  }
+
+  // DeepSeek-V3's sequence-wise balance loss: alpha * mean_b sum_i f_i P_i over this layer.
+  s.aux_loss = 0.0;
+  if (m.aux_loss == AuxLoss::kSeq) {
+    for (int64_t b = 0; b < B; ++b) {
+      std::vector<double> f(static_cast<size_t>(E), 0.0), P(static_cast<size_t>(E), 0.0);
+      for (int64_t t = b * T; t < (b + 1) * T; ++t) {
+        for (int64_t k = 0; k < K; ++k) f[s.topk_idx[t * K + k]] += 1.0;
+        const float* p = s.probs.f32() + t * E;
+        double sum = 0;
+        for (int64_t e = 0; e < E; ++e) sum += p[e];
+        for (int64_t e = 0; e < E; ++e) P[e] += p[e] / sum;
+      }
+      double l = 0;
+      for (int64_t e = 0; e < E; ++e) l += (f[e] * E / (K * T)) * (P[e] / T);
+      s.aux_loss += m.aux_loss_coef * l / B;
+    }
+  }
+  s.aux_dprob.clear();
+}
+
+void moe_backward(Moe& m, MoeSaved& s, float* dx, const float* dout, WeightGrads& wg) {
+  const int64_t N = s.N, C = m.C, E = m.E, K = m.K, Fe = m.Fe, M = s.M;
+  fill_f32(dx, 0.0f, N * C);
+
+  // Shared experts (and their gate).
+  if (m.has_shared) {
+    Tensor dy = f32(N, C), dxs = f32(N, C);
+    for (int64_t t = 0; t < N; ++t) {
+      const float g = s.shared_g[t];
+      for (int64_t c = 0; c < C; ++c) dy.f32()[t * C + c] = g * dout[t * C + c];
+      if (m.shared_gated) {
+        double dg = 0;
+        for (int64_t c = 0; c < C; ++c) dg += static_cast<double>(dout[t * C + c]) * s.shared_y.f32()[t * C + c];
+        const float dz = static_cast<float>(dg) * g * (1.0f - g);
+        axpy_f32(m.shared_gate.g(), dz, s.x.f32() + t * C, C);
+        axpy_f32(dx + t * C, dz, m.shared_gate.v(), C);
+      }
+    }
+    mlp_backward(m.shared, s.shared, dxs.f32(), dy.f32(), wg);
+    add_inplace_f32(dx, dxs.f32(), N * C);
+  }
+
+  // Combine's backward: the gradient each slot receives, and each weight's gradient.
+  struct Grads {
+    Tensor dye, dgate, dup;
+  };
+  auto g = std::make_shared<Grads>();
+  g->dye = f32(M, C);
+  std::vector<float> dw(static_cast<size_t>(N * K), 0.0f);
+  for (int64_t i = 0; i < N * K; ++i) {
+    const int32_t j = s.slot_of[i];
+    if (j < 0) continue;
+    const float* d = dout + (i / K) * C;
+    float* dy = g->dye.f32() + j * C;
+    const float* y = s.ye.f32() + j * C;
+    double acc = 0;
+    for (int64_t c = 0; c < C; ++c) {
+      dy[c] = s.topk_w[i] * d[c];
+      acc += static_cast<double>(d[c]) * y[c];
+    }
+    dw[i] = static_cast<float>(acc);
+  }
+
+  // Experts' backward, then dispatch's backward (scatter-add to the tokens).
+  g->dgate = f32(M, Fe);
+  g->dup = f32(M, Fe);
+  Tensor dact = f32(M, Fe), dxe = f32(M, C), tmp = f32(M, C);
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t r0 = s.offsets[e], n = s.offsets[e + 1] - r0;
+    if (n == 0) continue;
+    m.gemm_down.backward_input(dact.f32() + r0 * Fe, g->dye.f32() + r0 * C, m.w_down.v() + e * C * Fe, n, Fe, C);
+    swiglu_backward_f32(g->dgate.f32() + r0 * Fe, g->dup.f32() + r0 * Fe, dact.f32() + r0 * Fe,
+                        s.gate.f32() + r0 * Fe, s.up.f32() + r0 * Fe, n * Fe);
+    m.gemm_gate.backward_input(dxe.f32() + r0 * C, g->dgate.f32() + r0 * Fe, m.w_gate.v() + e * Fe * C, n, C, Fe);
+    m.gemm_up.backward_input(tmp.f32() + r0 * C, g->dup.f32() + r0 * Fe, m.w_up.v() + e * Fe * C, n, C, Fe);
+    add_inplace_f32(dxe.f32() + r0 * C, tmp.f32() + r0 * C, n * C);
+  }
+  wg.add([&m, &s, g, E, C, Fe] {
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t r0 = s.offsets[e], n = s.offsets[e + 1] - r0;
+      if (n == 0) continue;
+      m.gemm_down.backward_weight(m.w_down.g() + e * C * Fe, g->dye.f32() + r0 * C, s.act.f32() + r0 * Fe, n, Fe, C);
+      m.gemm_gate.backward_weight(m.w_gate.g() + e * Fe * C, g->dgate.f32() + r0 * Fe, s.xe.f32() + r0 * C, n, C, Fe);
+      m.gemm_up.backward_weight(m.w_up.g() + e * Fe * C, g->dup.f32() + r0 * Fe, s.xe.f32() + r0 * C, n, C, Fe);
+    }
+  });
+  for (int64_t j = 0; j < M; ++j) add_inplace_f32(dx + s.slot_token[j] * C, dxe.f32() + j * C, C);
+
+  // Router: combine weights -> scores, plus the auxiliary losses, -> logits.
+  Tensor dprobs = Tensor::zeros({N, E}, DType::kF32);
+  float* dp = dprobs.f32();
+  const float* probs = s.probs.f32();
+  for (int64_t t = 0; t < N; ++t) {
+    const float* p = probs + t * E;
+    const int32_t* ti = s.topk_idx.data() + t * K;
+    const float* dwt = dw.data() + t * K;
+    float* dpt = dp + t * E;
+    const float c = m.routed_scaling_factor;
+    if (m.norm_topk_prob) {
+      double S = 0, dot = 0;
+      for (int64_t k = 0; k < K; ++k) S += p[ti[k]];
+      if (m.scoring == RouterScoring::kSigmoid) S += 1e-20;
+      for (int64_t k = 0; k < K; ++k) dot += static_cast<double>(dwt[k]) * p[ti[k]];
+      for (int64_t k = 0; k < K; ++k) dpt[ti[k]] += static_cast<float>(c * (dwt[k] / S - dot / (S * S)));
+    } else {
+      for (int64_t k = 0; k < K; ++k) dpt[ti[k]] += c * dwt[k];
+    }
+    if (!s.aux_dprob.empty()) add_inplace_f32(dpt, s.aux_dprob.data(), E);
+  }
+  if (m.aux_loss == AuxLoss::kSeq) {
+    // d/dp of alpha/B * sum_i f_i * mean_t p_i / sum_j p_j, per sequence (f carries no gradient).
+    const int64_t B = s.B, T = s.T;
+    for (int64_t b = 0; b < B; ++b) {
+      std::vector<double> f(static_cast<size_t>(E), 0.0);
+      for (int64_t t = b * T; t < (b + 1) * T; ++t)
+        for (int64_t k = 0; k < K; ++k) f[s.topk_idx[t * K + k]] += 1.0;
+      for (int64_t e = 0; e < E; ++e) f[e] *= static_cast<double>(E) / (K * T) * m.aux_loss_coef / (B * T);
+      for (int64_t t = b * T; t < (b + 1) * T; ++t) {
+        const float* p = probs + t * E;
+        double S = 0, dot = 0;
+        for (int64_t e = 0; e < E; ++e) S += p[e];
+        for (int64_t e = 0; e < E; ++e) dot += f[e] * p[e];
+        for (int64_t e = 0; e < E; ++e) dp[t * E + e] += static_cast<float>(f[e] / S - dot / (S * S));
+      }
+    }
+  }
+  Tensor dlogits = f32(N, E);
+  if (m.scoring == RouterScoring::kSoftmax) {
+    softmax_backward_f32(dlogits.f32(), dp, probs, N, E);
+  } else {
+    for (int64_t i = 0; i < N * E; ++i) dlogits.f32()[i] = dp[i] * probs[i] * (1.0f - probs[i]);
+  }
+  gemm_f32(false, false, N, C, E, 1.0f, dlogits.f32(), E, m.router.v(), C, 1.0f, dx, C);
+  auto dl = std::make_shared<Tensor>(dlogits);
+  wg.add([&m, &s, dl, N, C, E] {
+    gemm_f32(true, false, E, C, N, 1.0f, dl->f32(), E, s.x.f32(), C, 1.0f, m.router.g(), C);
+  });
+}
+
+void moe_update_bias(Moe& m, const std::vector<int64_t>& load, float gamma) {
+  CHECK(m.router_bias.defined()) << "aux-loss-free balancing needs sigmoid scoring";
+  CHECK_EQ(static_cast<int64_t>(load.size()), m.E);
+  double mean = 0;
+  for (int64_t l : load) mean += static_cast<double>(l);
+  mean /= static_cast<double>(m.E);
+  float* b = m.router_bias.v();
+  for (int64_t e = 0; e < m.E; ++e) {
+    const double diff = mean - static_cast<double>(load[e]);
+    b[e] += gamma * static_cast<float>((diff > 0) - (diff < 0));
+  }
+}
+
+}  // namespace strata

@@ -1,0 +1,253 @@
+#include "model/transformer.h"
+
+#include <cstring>
+
+#include "core/check.h"
+#include "kernels/ops.h"
+
+namespace strata {
+namespace {
+Tensor f32(int64_t rows, int64_t cols) { return Tensor::empty({rows, cols}, DType::kF32); }
+}  // namespace
+
+void Batch::finalize(int64_t vocab_size) {
+  const int64_t N = B * T;
+  CHECK_EQ(static_cast<int64_t>(tokens.size()), N) << "batch tokens";
+  if (targets.empty()) targets.assign(static_cast<size_t>(N), -1);
+  CHECK_EQ(static_cast<int64_t>(targets.size()), N) << "batch targets";
+  if (positions.empty()) {
+    positions.resize(static_cast<size_t>(N));
+    for (int64_t i = 0; i < N; ++i) positions[i] = static_cast<int32_t>(i % T);
+  }
+  CHECK_EQ(static_cast<int64_t>(positions.size()), N) << "batch positions";
+  if (key_start.empty()) key_start.assign(static_cast<size_t>(B), 0);
+  CHECK_EQ(static_cast<int64_t>(key_start.size()), B) << "batch key_start";
+  for (int64_t i = 0; i < N; ++i) {
+    CHECK(tokens[i] >= 0 && tokens[i] < vocab_size) << "token " << tokens[i] << " at " << i << " outside vocab";
+    CHECK(targets[i] < vocab_size) << "target " << targets[i] << " at " << i << " outside vocab";
+  }
+}
+
+int64_t Batch::n_targets() const {
+  int64_t n = 0;
+  for (int32_t t : targets) n += t >= 0;
+  return n;
+}
+
+Transformer::Transformer(const ModelConfig& config, const PrecisionConfig& precision, StageSpec stage)
+    : config_(config), stage_(stage) {
+  if (stage_.last_block < 0) stage_.last_block = config.n_layers;
+  CHECK(0 <= stage_.first_block && stage_.first_block < stage_.last_block && stage_.last_block <= config.n_layers)
+      << "stage blocks [" << stage_.first_block << ", " << stage_.last_block << ") of " << config.n_layers;
+  const int64_t V = config.vocab_size, C = config.d_model;
+  rope_.build(config);
+  tied_ = config.tie_embeddings;
+  // A tied head on a stage without the embedding keeps its own copy (reduced between stages).
+  if (stage_.has_embedding || (tied_ && stage_.has_head)) embed_.allocate({V, C});
+  blocks_.resize(static_cast<size_t>(stage_.last_block - stage_.first_block));
+  for (size_t i = 0; i < blocks_.size(); ++i) blocks_[i].build(config, precision, stage_.first_block + i);
+  if (stage_.has_head) {
+    final_norm_.allocate({C});
+    if (!tied_) head_.allocate({V, C});
+    gemm_head_ = LinearGemm(precision, "head");
+  }
+  if (embed_.defined()) params_.push_back({"embed", &embed_, ParamKind::kEmbedding});
+  for (Block& b : blocks_) b.collect(params_, "layers." + std::to_string(b.index) + ".");
+  if (stage_.has_head) {
+    params_.push_back({"final_norm", &final_norm_, ParamKind::kNorm});
+    if (!tied_) params_.push_back({"head", &head_, ParamKind::kMatrix});
+  }
+}
+
+Param* Transformer::find_param(const std::string& name) const {
+  for (const ParamRef& p : params_)
+    if (p.name == name) return p.param;
+  return nullptr;
+}
+
+void Transformer::init(uint64_t seed) { init_params(params_, seed, static_cast<float>(config_.init_std)); }
+
+void Transformer::embed(const int32_t* tokens, int64_t N, float* out) const {
+  const int64_t C = config_.d_model;
+  for (int64_t i = 0; i < N; ++i) copy_f32(out + i * C, embed_.v() + static_cast<int64_t>(tokens[i]) * C, C);
+}
+
+void Transformer::head_forward(const float* hidden, int64_t N, float* logits, Activations* acts) {
+  const int64_t C = config_.d_model, V = config_.vocab_size;
+  Tensor normed = f32(N, C), rstd = Tensor::empty({N}, DType::kF32);
+  rmsnorm_forward_f32(normed.f32(), rstd.f32(), hidden, final_norm_.v(), N, C, static_cast<float>(config_.norm_eps));
+  const float* w = tied_ ? embed_.v() : head_.v();
+  gemm_head_.forward(logits, normed.f32(), w, N, C, V);
+  if (acts) {
+    acts->final_rstd = rstd;
+    acts->final_out = normed;
+  }
+}
+
+double Transformer::forward(const Batch& batch, Activations& acts, double loss_denominator, const float* input,
+                            float* output, double aux_weight) {
+  const int64_t B = batch.B, T = batch.T, N = B * T, C = config_.d_model, V = config_.vocab_size;
+  CHECK_EQ(static_cast<int64_t>(batch.positions.size()), N) << "call Batch::finalize() first";
+  acts.batch = &batch;
+  acts.loss_denominator = loss_denominator;
+  acts.blocks.resize(blocks_.size());
+  Tensor x = f32(N, C);
+  if (stage_.has_embedding) {
+    embed(batch.tokens.data(), N, x.f32());
+  } else {
+    CHECK(input != nullptr) << "a stage without the embedding needs its input hidden states";
+    copy_f32(x.f32(), input, N * C);
+  }
+  Tensor y = f32(N, C);
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    block_forward(blocks_[i], acts.blocks[i], y.f32(), x.f32(), batch.positions.data(), batch.key_start.data(), B, T,
+                  rope_);
+    std::swap(x, y);
+  }
+
+  // Auxiliary losses: per-layer (seq) ones are inside each block; the switch loss of
+  // transformers is over all MoE layers of the batch at once, so its gradient is set here.
+  acts.aux_loss = 0.0;
+  int64_t moe_layers = 0;
+  std::vector<double> load_total, prob_total;
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    if (!blocks_[i].is_moe) continue;
+    const MoeSaved& ms = acts.blocks[i].moe;
+    acts.aux_loss += aux_weight * ms.aux_loss;
+    if (blocks_[i].moe.aux_loss != AuxLoss::kSwitch) continue;
+    if (load_total.empty()) {
+      load_total.assign(ms.load.size(), 0.0);
+      prob_total.assign(ms.load.size(), 0.0);
+    }
+    for (size_t e = 0; e < ms.load.size(); ++e) {
+      load_total[e] += static_cast<double>(ms.load[e]);
+      prob_total[e] += ms.prob_sum[e];
+    }
+    ++moe_layers;
+  }
+  if (moe_layers > 0) {
+    // transformers' load_balancing_loss_func: E * sum_e (tokens choosing e / tokens) * mean prob_e,
+    // both over the tokens of every MoE layer concatenated.
+    const double E = static_cast<double>(load_total.size());
+    const double tokens = static_cast<double>(N * moe_layers);
+    const float coef = blocks_.back().moe.aux_loss_coef;
+    double aux = 0.0;
+    for (size_t e = 0; e < load_total.size(); ++e) aux += (load_total[e] / tokens) * (prob_total[e] / tokens);
+    acts.aux_loss += aux_weight * coef * E * aux;
+    std::vector<float> dprob(load_total.size());
+    for (size_t e = 0; e < load_total.size(); ++e)
+      dprob[e] = static_cast<float>(aux_weight * coef * E * (load_total[e] / tokens) / tokens);
+    for (size_t i = 0; i < blocks_.size(); ++i)
+      if (blocks_[i].is_moe && blocks_[i].moe.aux_loss == AuxLoss::kSwitch) acts.blocks[i].moe.aux_dprob = dprob;
+  }
+
+  if (!stage_.has_head) {
+    CHECK(output != nullptr) << "a stage without the head must write its output hidden states";
+    copy_f32(output, x.f32(), N * C);
+    return 0.0;
+  }
+  acts.final_in = x;
+  acts.logits = f32(N, V);
+  acts.lse = Tensor::empty({N}, DType::kF32);
+  head_forward(x.f32(), N, acts.logits.f32(), &acts);
+  std::vector<float> losses(static_cast<size_t>(N));
+  acts.loss_sum =
+      cross_entropy_forward_f32(losses.data(), acts.lse.f32(), acts.logits.f32(), batch.targets.data(), N, V);
+  return acts.loss_sum / loss_denominator + acts.aux_loss;
+}
+
+void Transformer::backward_input(Activations& acts, const float* d_output, float* d_input) {
+  const Batch& batch = *acts.batch;
+  const int64_t N = batch.B * batch.T, C = config_.d_model, V = config_.vocab_size;
+  Tensor dx = f32(N, C);
+  if (stage_.has_head) {
+    // Loss -> logits -> head and final norm.
+    float* dlogits = acts.logits.f32();
+    cross_entropy_backward_f32(dlogits, acts.logits.f32(), batch.targets.data(), acts.lse.f32(),
+                               static_cast<float>(1.0 / acts.loss_denominator), N, V);
+    Tensor dnormed = f32(N, C);
+    const float* w = tied_ ? embed_.v() : head_.v();
+    gemm_head_.backward_input(dnormed.f32(), dlogits, w, N, C, V);
+    Param* head_param = tied_ ? &embed_ : &head_;
+    Tensor final_out = acts.final_out, logits = acts.logits;
+    acts.weight_grads.add([this, head_param, logits, final_out, N, C, V] {
+      gemm_head_.backward_weight(head_param->g(), logits.f32(), final_out.f32(), N, C, V);
+    });
+    rmsnorm_backward_f32(dx.f32(), final_norm_.g(), dnormed.f32(), acts.final_in.f32(), final_norm_.v(),
+                         acts.final_rstd.f32(), N, C);
+  } else {
+    CHECK(d_output != nullptr) << "a stage without the head needs the gradient of its output";
+    copy_f32(dx.f32(), d_output, N * C);
+  }
+  Tensor dprev = f32(N, C);
+  for (size_t i = blocks_.size(); i-- > 0;) {
+    block_backward(blocks_[i], acts.blocks[i], dprev.f32(), dx.f32(), acts.weight_grads);
+    std::swap(dx, dprev);
+  }
+  if (stage_.has_embedding) {
+    // Scatter-add into the embedding rows the batch used (deterministic order: token index).
+    const float* g = dx.f32();
+    for (int64_t i = 0; i < N; ++i) add_inplace_f32(embed_.g() + static_cast<int64_t>(batch.tokens[i]) * C, g + i * C, C);
+  } else {
+    CHECK(d_input != nullptr) << "a stage without the embedding passes its input gradient back";
+    copy_f32(d_input, dx.f32(), N * C);
+  }
+}
+
+Tensor Transformer::logits(const Batch& batch) {
+  CHECK(stage_.has_embedding && stage_.has_head) << "logits() needs the whole model on one stage";
+  Activations acts;
+  forward(batch, acts, 1.0);
+  return acts.logits;
+}
+
+std::vector<MoeStats> Transformer::moe_stats(const Activations& acts) const {
+  std::vector<MoeStats> out;
+  for (size_t i = 0; i < blocks_.size() && i < acts.blocks.size(); ++i) {
+    if (!blocks_[i].is_moe) continue;
+    out.push_back({blocks_[i].index, acts.blocks[i].moe.load, acts.blocks[i].moe.dropped});
+  }
+  return out;
+}
+
+void Transformer::update_router_biases(const std::vector<MoeStats>& global_stats, float gamma) {
+  for (const MoeStats& st : global_stats) {
+    Block& b = blocks_[static_cast<size_t>(st.block - stage_.first_block)];
+    if (b.is_moe && b.moe.router_bias.defined()) moe_update_bias(b.moe, st.load, gamma);
+  }
+}
+
+std::vector<KVCache> Transformer::make_kv_caches(int64_t B, int64_t capacity) const {
+  CHECK_LE(capacity, config_.max_seq_len) << "KV cache longer than max_seq_len";
+  std::vector<KVCache> caches(blocks_.size());
+  for (KVCache& c : caches) c.allocate(B, capacity, config_.n_kv_heads, config_.resolved_head_dim());
+  return caches;
+}
+
+Tensor Transformer::decode(std::vector<KVCache>& caches, const std::vector<int32_t>& tokens,
+                           const std::vector<int32_t>& positions, const std::vector<int32_t>& key_start, int64_t B,
+                           int64_t T_new, bool last_only) {
+  CHECK(stage_.has_embedding && stage_.has_head) << "decode() needs the whole model on one stage";
+  CHECK_EQ(caches.size(), blocks_.size());
+  const int64_t N = B * T_new, C = config_.d_model, V = config_.vocab_size;
+  CHECK_EQ(static_cast<int64_t>(tokens.size()), N);
+  CHECK_EQ(static_cast<int64_t>(positions.size()), N);
+  Tensor x = f32(N, C), y = f32(N, C);
+  embed(tokens.data(), N, x.f32());
+  const int32_t* ks = key_start.empty() ? nullptr : key_start.data();
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    block_decode(blocks_[i], caches[i], y.f32(), x.f32(), positions.data(), ks, B, T_new, rope_);
+    std::swap(x, y);
+  }
+  if (last_only && T_new > 1) {
+    Tensor last = f32(B, C);
+    for (int64_t b = 0; b < B; ++b) copy_f32(last.f32() + b * C, x.f32() + ((b + 1) * T_new - 1) * C, C);
+    x = last;
+  }
+  const int64_t rows = last_only ? B : N;
+  Tensor logits = f32(rows, V);
+  head_forward(x.f32(), rows, logits.f32(), nullptr);
+  return logits;
+}
+
+}  // namespace strata

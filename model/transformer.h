@@ -1,0 +1,131 @@
+// Transformer: the decoder-only (MoE) model assembled from ModelConfig, as a pipeline stage: a
+// contiguous range of blocks, plus the embedding when it is the first stage and the final norm,
+// LM head and loss when it is the last. A single process holds one stage covering everything.
+//
+//   forward   tokens (B, T) [first stage] or hidden (N, C)  ->  loss [last] or hidden (N, C)
+//   backward  1/denominator [last] or d hidden (N, C)       ->  d hidden (N, C) [not first]
+//
+// The backward is split as a zero-bubble schedule needs: backward_input computes activation
+// gradients and queues every weight-gradient GEMM on the micro-batch's WeightGrads;
+// backward_weight runs them. backward() does both.
+//
+// The loss is the sum of token cross-entropies divided by a denominator the caller passes: the
+// number of target tokens in the whole global batch (all ranks, all micro-batches), so that
+// gradient accumulation and the layout never change the loss (REFERENCE.md section 1).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/block.h"
+#include "model/config.h"
+#include "model/param.h"
+#include "model/rope.h"
+
+namespace strata {
+
+// One micro-batch of B rows of T tokens.
+struct Batch {
+  int64_t B = 0, T = 0;
+  std::vector<int32_t> tokens;     // (B*T) input ids
+  std::vector<int32_t> targets;    // (B*T) id to predict at each position, or -1 for no loss
+  std::vector<int32_t> positions;  // (B*T) RoPE positions; empty = 0..T-1 in every row
+  std::vector<int32_t> key_start;  // (B) first non-padding token of each row; empty = 0
+
+  // Fills positions/key_start defaults; CHECKs sizes and token ranges.
+  void finalize(int64_t vocab_size);
+  int64_t n_targets() const;
+};
+
+// Which part of the model this process holds.
+struct StageSpec {
+  int64_t first_block = 0, last_block = -1;  // [first, last); -1 = n_layers
+  bool has_embedding = true, has_head = true;
+};
+
+// What one micro-batch's forward keeps for its backward.
+struct Activations {
+  const Batch* batch = nullptr;
+  std::vector<BlockSaved> blocks;
+  Tensor final_in;                 // (N, C) input of the final norm
+  Tensor final_rstd;               // (N,)
+  Tensor final_out;                // (N, C) normalised hidden, input of the head
+  Tensor logits;                   // (N, V); overwritten by dlogits in backward
+  Tensor lse;                      // (N,)
+  double loss_sum = 0.0;           // sum of token cross-entropies of this micro-batch
+  double aux_loss = 0.0;           // auxiliary balance losses of this micro-batch, weighted
+  double loss_denominator = 1.0;
+  WeightGrads weight_grads;
+};
+
+// Router statistics of one MoE block in one forward, for logging and balancing.
+struct MoeStats {
+  int64_t block = 0;
+  std::vector<int64_t> load;  // (E,) tokens per expert
+  int64_t dropped = 0;
+};
+
+class Transformer {
+ public:
+  Transformer(const ModelConfig& config, const PrecisionConfig& precision, StageSpec stage = {});
+  Transformer(const Transformer&) = delete;
+  Transformer& operator=(const Transformer&) = delete;
+
+  const ModelConfig& config() const { return config_; }
+  const StageSpec& stage() const { return stage_; }
+  // Every parameter this stage holds, in a fixed order, with global names.
+  const ParamList& params() const { return params_; }
+  Param* find_param(const std::string& name) const;
+  void init(uint64_t seed);
+
+  // Forward of this stage. First stage reads batch.tokens; others read `input` (N, C). Last stage
+  // computes the loss (returned: loss_sum / loss_denominator + aux); others write `output` (N, C).
+  // aux_weight scales the auxiliary losses (e.g. 1 / micro-batches per step).
+  double forward(const Batch& batch, Activations& acts, double loss_denominator, const float* input = nullptr,
+                 float* output = nullptr, double aux_weight = 1.0);
+  // Last stage: d_output ignored (the loss seeds the gradient). Others: d_output (N, C).
+  // Not first stage: d_input (N, C) receives the gradient of the stage input.
+  void backward_input(Activations& acts, const float* d_output = nullptr, float* d_input = nullptr);
+  void backward_weight(Activations& acts) { acts.weight_grads.run(); }
+  void backward(Activations& acts, const float* d_output = nullptr, float* d_input = nullptr) {
+    backward_input(acts, d_output, d_input);
+    backward_weight(acts);
+  }
+
+  // Logits (B*T, V) of a full forward without keeping activations (evaluation, tests).
+  Tensor logits(const Batch& batch);
+
+  // Per-MoE-block statistics of the last forward into `acts`.
+  std::vector<MoeStats> moe_stats(const Activations& acts) const;
+  // Aux-loss-free balancing step for every sigmoid-scored MoE block, from global loads.
+  void update_router_biases(const std::vector<MoeStats>& global_stats, float gamma);
+
+  // ---- decoding with a KV cache (single-stage models) ----
+  std::vector<KVCache> make_kv_caches(int64_t B, int64_t capacity) const;
+  // tokens/positions: (B*T_new); key_start: (B). Returns logits (B*T_new, V), or only the last
+  // position of each row (B, V) when last_only.
+  Tensor decode(std::vector<KVCache>& caches, const std::vector<int32_t>& tokens,
+                const std::vector<int32_t>& positions, const std::vector<int32_t>& key_start, int64_t B,
+                int64_t T_new, bool last_only);
+
+  std::vector<Block>& blocks() { return blocks_; }
+
+ private:
+  void embed(const int32_t* tokens, int64_t N, float* out) const;
+  // hidden (N, C) -> final norm -> logits (N, V), into acts when given.
+  void head_forward(const float* hidden, int64_t N, float* logits, Activations* acts);
+
+  ModelConfig config_;
+  StageSpec stage_;
+  RopeTables rope_;
+  Param embed_;       // (V, C)
+  std::vector<Block> blocks_;
+  Param final_norm_;  // (C,)
+  Param head_;        // (V, C); unused when tied
+  LinearGemm gemm_head_;
+  bool tied_ = false;
+  ParamList params_;
+};
+
+}  // namespace strata
