@@ -141,23 +141,25 @@ void rope_apply_f32(float* x, const int32_t* pos, const float* cos, const float*
                     int64_t H, int64_t D, bool inverse);
 
 // ---- causal grouped-query attention core (softmax in fp32) ---------------------------------
-// Shapes (all row-major): B batch, T queries per row, S valid keys per row (S >= T), S_cap the
-// key buffer's length per row (S_cap >= S), Hq query heads, Hkv key/value heads (Hq a multiple
-// of Hkv: query head h uses kv head h / (Hq / Hkv)), D head dimension.
+// Shapes (all row-major): B batch, T queries per row, S valid keys per row (S >= T, or the
+// first T - S queries see nothing), S_cap the key buffer's length per row (S_cap >= S), Hq query
+// heads, Hkv key/value heads (Hq a multiple of Hkv: query head h uses kv head h / (Hq / Hkv)),
+// D head dimension.
 // Query t sits at key index S - T + t and attends to the keys j with
 // key_start[b] <= j <= S - T + t (key_start masks the left padding of batch row b; nullptr means
 // all 0). A query row with no visible key outputs zeros and has lse = -inf. Scores, softmax and
 // the products run in fp32 (OpenBLAS for T > 1, per query tiles so that a causal block skips the
 // keys no query of the tile sees; plain loops for a decode step, T = 1). Work is split over up to
-// blas_threads() threads by (batch, kv head); every output has one fixed computation order, so
-// results do not depend on the thread count. scale = 1/sqrt(D) usually.
+// blas_threads() threads by (batch, kv head) and, forward, query tile; OpenBLAS's own thread
+// count is 1 while these run (restored on return). Every output has one fixed computation order,
+// so results do not depend on the thread count. scale = 1/sqrt(D) usually.
 
 // q: (B, T, Hq, D); k, v: (B, S_cap, Hkv, D), the first S rows of each batch valid;
 // key_start: (B,) or nullptr. out: (B, T, Hq, D); lse: (B, Hq, T) log-sum-exp of the scaled
 // scores of each query row, saved for backward.
 void attention_forward_f32(float* out, float* lse, const float* q, const float* k, const float* v,
-                           const int32_t* key_start, int64_t B, int64_t T, int64_t S,
-                           int64_t S_cap, int64_t Hq, int64_t Hkv, int64_t D, float scale);
+                           const int32_t* key_start, int64_t B, int64_t T, int64_t S, int64_t S_cap,
+                           int64_t Hq, int64_t Hkv, int64_t D, float scale);
 // dq: (B, T, Hq, D) overwritten; dk, dv: (B, S_cap, Hkv, D) overwritten in the first S rows of
 // each batch (rows S..S_cap-1 untouched; keys no query sees get zeros); dout, out: (B, T, Hq, D);
 // lse: (B, Hq, T) from forward; q, k, v, key_start as in forward. Flash-attention style: the

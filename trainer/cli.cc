@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "trainer/config_yaml.h"
+#include "trainer/generate_cmd.h"
 
 namespace strata {
 namespace {
@@ -46,9 +47,8 @@ struct Args {
   std::vector<std::string> sets;
   bool dry_run = false;
   int world_size = 1;
-  std::string checkpoint, prompt, task = "countdown", out, dtype = "bf16", output_file;
-  int n = 500, max_new_tokens = 128;
-  double temperature = 1.0;
+  std::string checkpoint, task = "countdown", out, dtype = "bf16", output_file;
+  int n = 500;
   bool force = false;
 };
 
@@ -73,11 +73,18 @@ int run_cli(int argc, char** argv) {
   add_config_args(plan, &a);
   plan->add_option("--world-size", a.world_size, "ranks to plan for")->check(CLI::PositiveNumber);
 
-  auto* generate = app.add_subcommand("generate", "sample from a checkpoint");
-  generate->add_option("checkpoint", a.checkpoint, "checkpoint directory")->required();
-  generate->add_option("--prompt", a.prompt, "prompt text")->required();
-  generate->add_option("--max-new-tokens", a.max_new_tokens, "tokens to generate")->check(CLI::PositiveNumber);
-  generate->add_option("--temperature", a.temperature, "sampling temperature; 0 = greedy")->check(CLI::NonNegativeNumber);
+  GenerateArgs g;
+  auto* generate = app.add_subcommand("generate", "sample from a model (hf:DIR today)");
+  generate->add_option("checkpoint", g.checkpoint, "hf:DIR (a Hugging Face model directory)")->required();
+  auto* prompt_opt = generate->add_option("--prompt", g.prompt, "prompt text (needs a tokenizer)");
+  generate->add_option("--prompt-ids", g.prompt_ids, "prompt as token ids, e.g. \"1 2 3\"")->excludes(prompt_opt);
+  generate->add_option("--max-new-tokens", g.max_new_tokens, "tokens to generate")->check(CLI::PositiveNumber);
+  generate->add_option("--temperature", g.temperature, "sampling temperature; 0 = greedy")->check(CLI::NonNegativeNumber);
+  generate->add_option("--top-k", g.top_k, "sample among the k most likely tokens; 0 = all")->check(CLI::NonNegativeNumber);
+  generate->add_option("--top-p", g.top_p, "nucleus mass")->check(CLI::Range(0.0, 1.0));
+  generate->add_option("--n", g.samples, "samples of the prompt (decoded as one batch)")->check(CLI::PositiveNumber);
+  generate->add_option("--seed", g.seed, "sampling seed")->check(CLI::NonNegativeNumber);
+  generate->add_option("--eos-id", g.eos_id, "token id that ends a sample");
 
   auto* eval = app.add_subcommand("eval", "score a checkpoint on a verifiable task");
   eval->add_option("checkpoint", a.checkpoint, "checkpoint directory")->required();
@@ -147,7 +154,7 @@ int run_cli(int argc, char** argv) {
     if (!load_or_report(a.config, a.sets, &cfg)) return kExitUsage;
     return not_landed("plan", "Distributed runtime (#7) and Pipeline (#9)");
   }
-  if (*generate) return not_landed("generate", "Training (#4)");
+  if (*generate) return run_generate(g);
   if (*eval) return not_landed("eval", "Training (#4)");
   if (*exp) return not_landed("export", "Hugging Face interop (#10)");
   if (*tokenize) return not_landed("data tokenize", "Training (#4)");

@@ -341,8 +341,8 @@ void backward_group(float* dq, float* dk, float* dv, const float* dout, const fl
 }  // namespace
 
 void attention_forward_f32(float* out, float* lse, const float* q, const float* k, const float* v,
-                           const int32_t* key_start, int64_t B, int64_t T, int64_t S,
-                           int64_t S_cap, int64_t Hq, int64_t Hkv, int64_t D, float scale) {
+                           const int32_t* key_start, int64_t B, int64_t T, int64_t S, int64_t S_cap,
+                           int64_t Hq, int64_t Hkv, int64_t D, float scale) {
   const Dims d = make_dims("attention_forward", B, T, S, S_cap, Hq, Hkv, D, scale);
   if (B == 0 || T == 0) return;
   if (T == 1) {

@@ -29,7 +29,8 @@ double dot3(const float* w, const float* dy, const float* x, int64_t C) {
       acc[j] += static_cast<double>(w[i + j] * dy[i + j]) * x[i + j];
     }
   }
-  for (int64_t j = 0; i + j < C; ++j) acc[j] += static_cast<double>(w[i + j] * dy[i + j]) * x[i + j];
+  for (int64_t j = 0; i + j < C; ++j)
+    acc[j] += static_cast<double>(w[i + j] * dy[i + j]) * x[i + j];
   return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
@@ -79,7 +80,8 @@ void rmsnorm_backward_f32(float* dx, float* dw, const float* dy, const float* x,
       const float* dyr = dy + r * C;
       const float* xr = x + r * C;
       const double rs = rstd[r];
-      const float k = static_cast<float>(rs * rs * rs / static_cast<double>(C) * dot3(w, dyr, xr, C));
+      const float k =
+          static_cast<float>(rs * rs * rs / static_cast<double>(C) * dot3(w, dyr, xr, C));
       const float rsf = rstd[r];
       map_f32(dx + r * C, C, [=](int64_t i) { return rsf * (w[i] * dyr[i]) - xr[i] * k; });
     }

@@ -55,7 +55,15 @@ done
 # Not landed yet: plain message, exit 3.
 expect "train not landed" 3 "not available yet: it lands with the Training" "$STRATA" train configs/tiny_dense.yaml
 expect "plan not landed" 3 "not available yet" "$STRATA" plan configs/tiny_dense.yaml
-expect "generate not landed" 3 "not available yet" "$STRATA" generate ckpt --prompt hi
+expect "generate needs hf:DIR today" 3 "Strata checkpoints land with the Training issue" "$STRATA" generate ckpt --prompt-ids 1
+expect "generate text prompt needs a tokenizer" 3 "needs the tokenizers" "$STRATA" generate hf:tests/golden/models/llama --prompt hi
+one_line "generate bad ids" "$STRATA" generate hf:tests/golden/models/llama --prompt-ids "1 x"
+one_line "generate id outside vocab" "$STRATA" generate hf:tests/golden/models/llama --prompt-ids "1 999"
+# Greedy decoding of an imported Hugging Face model: 2 samples, 5 tokens each, identical.
+out=$("$STRATA" generate hf:tests/golden/models/qwen3_moe --prompt-ids "1 2 3" --max-new-tokens 5 --temperature 0 --n 2 2>/dev/null)
+if [ "$(printf '%s\n' "$out" | wc -l)" -eq 2 ] && [ "$(printf '%s\n' "$out" | sort -u | wc -l)" -eq 1 ] \
+   && [ "$(printf '%s\n' "$out" | head -n1 | wc -w)" -eq 5 ]; then pass=$((pass + 1)); else
+  echo "FAIL: greedy generate from hf: gave: $out"; fail=$((fail + 1)); fi
 expect "eval not landed" 3 "not available yet" "$STRATA" eval ckpt
 expect "export not landed" 3 "not available yet" "$STRATA" export ckpt --out x
 expect "data gen not landed" 3 "not available yet" "$STRATA" data gen countdown

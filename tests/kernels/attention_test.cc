@@ -47,15 +47,15 @@ std::ostream& operator<<(std::ostream& os, const Problem& p) {
 
 const std::vector<Problem>& problems() {
   static const std::vector<Problem> kProblems = {
-      {2, 5, 5, 5, 2, 2, 4, {}},          // G = 1
-      {1, 17, 17, 17, 4, 2, 8, {}},       // G = 2
-      {2, 33, 33, 33, 8, 2, 6, {}},       // G = 4
-      {1, 70, 70, 70, 4, 1, 16, {}},      // G = 4, three query tiles
-      {2, 150, 150, 150, 2, 2, 5, {}},    // G = 1, two tiles, odd D
-      {3, 4, 11, 16, 4, 2, 8, {0, 3, 9}},           // cache; batch 2's first queries see nothing
-      {2, 40, 100, 128, 4, 1, 8, {5, 70}},          // cache, two tiles, 10 empty rows in batch 1
-      {3, 1, 9, 12, 4, 2, 8, {0, 2, 9}},            // decode; batch 2 sees no key
-      {2, 1, 1, 1, 2, 1, 4, {}},                    // decode over a single key
+      {2, 5, 5, 5, 2, 2, 4, {}},            // G = 1
+      {1, 17, 17, 17, 4, 2, 8, {}},         // G = 2
+      {2, 33, 33, 33, 8, 2, 6, {}},         // G = 4
+      {1, 70, 70, 70, 4, 1, 16, {}},        // G = 4, three query tiles
+      {2, 150, 150, 150, 2, 2, 5, {}},      // G = 1, two tiles, odd D
+      {3, 4, 11, 16, 4, 2, 8, {0, 3, 9}},   // cache; batch 2's first queries see nothing
+      {2, 40, 100, 128, 4, 1, 8, {5, 70}},  // cache, two tiles, 10 empty rows in batch 1
+      {3, 1, 9, 12, 4, 2, 8, {0, 2, 9}},    // decode; batch 2 sees no key
+      {2, 1, 1, 1, 2, 1, 4, {}},            // decode over a single key
   };
   return kProblems;
 }
@@ -299,8 +299,8 @@ TEST_F(AttentionTest, DecodeMatchesRowsOfTheFullForward) {
     for (int64_t b = 0; b < p.B; ++b) {
       std::copy_n(&in.q[(b * p.T + t) * row], row, &q1[b * row]);
     }
-    attention_forward_f32(out1.data(), lse1.data(), q1.data(), in.k.data(), in.v.data(),
-                          p.ks_ptr(), p.B, 1, t + 1, p.S_cap, p.Hq, p.Hkv, p.D, p.scale());
+    attention_forward_f32(out1.data(), lse1.data(), q1.data(), in.k.data(), in.v.data(), p.ks_ptr(),
+                          p.B, 1, t + 1, p.S_cap, p.Hq, p.Hkv, p.D, p.scale());
     for (int64_t b = 0; b < p.B; ++b) {
       for (int64_t h = 0; h < p.Hq; ++h) {
         const float full_lse = lse[(b * p.Hq + h) * p.T + t];

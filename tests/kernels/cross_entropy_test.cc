@@ -63,7 +63,8 @@ TEST_F(CrossEntropyTest, ForwardMatchesDouble) {
     const std::vector<float> x = random_vec(rng, N * V, -10.0f, 10.0f);
     const std::vector<int32_t> t = random_targets(rng, N, V, /*mask=*/true);
     std::vector<float> losses(N, 7.0f), lse(N, 7.0f);
-    const double total = cross_entropy_forward_f32(losses.data(), lse.data(), x.data(), t.data(), N, V);
+    const double total =
+        cross_entropy_forward_f32(losses.data(), lse.data(), x.data(), t.data(), N, V);
     double want_total = 0, stored_total = 0;
     for (int64_t r = 0; r < N; ++r) {
       stored_total += losses[r];
@@ -145,7 +146,8 @@ TEST_F(CrossEntropyTest, HugeLogitsStayFinite) {
   for (int64_t i = 0; i < N * V; ++i) x[i] += (i % V % 2 == 0 ? 1e4f : -1e4f);
   const std::vector<int32_t> t = {0, 1, 100};  // a likely, an impossible and a likely target
   std::vector<float> losses(N), lse(N), dx(N * V);
-  const double total = cross_entropy_forward_f32(losses.data(), lse.data(), x.data(), t.data(), N, V);
+  const double total =
+      cross_entropy_forward_f32(losses.data(), lse.data(), x.data(), t.data(), N, V);
   cross_entropy_backward_f32(dx.data(), x.data(), t.data(), lse.data(), 1.0f, N, V);
   EXPECT_TRUE(std::isfinite(total));
   for (int64_t r = 0; r < N; ++r) {

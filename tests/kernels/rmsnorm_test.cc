@@ -175,8 +175,8 @@ TEST_F(RmsNormTest, ThreadCountDoesNotChangeResults) {
     dx[t].resize(rows * C);
     dw[t].assign(C, 0.25f);
     rmsnorm_forward_f32(y[t].data(), rstd[t].data(), x.data(), w.data(), rows, C, 1e-6f);
-    rmsnorm_backward_f32(dx[t].data(), dw[t].data(), dy.data(), x.data(), w.data(),
-                         rstd[t].data(), rows, C);
+    rmsnorm_backward_f32(dx[t].data(), dw[t].data(), dy.data(), x.data(), w.data(), rstd[t].data(),
+                         rows, C);
   }
   EXPECT_EQ(y[0], y[1]);
   EXPECT_EQ(rstd[0], rstd[1]);

@@ -69,7 +69,8 @@ TEST_F(RopeTest, TablesUseTheFp32Angle) {
 TEST_F(RopeTest, ForwardMatchesHuggingFaceFormula) {
   std::mt19937 rng(30);
   const int64_t max_pos = 300;
-  const int64_t shapes[][3] = {{1, 1, 2}, {3, 2, 6}, {5, 3, 10}, {4, 1, 16}, {7, 3, 64}, {2, 4, 128}};
+  const int64_t shapes[][3] = {{1, 1, 2},  {3, 2, 6},  {5, 3, 10},
+                               {4, 1, 16}, {7, 3, 64}, {2, 4, 128}};
   for (const auto& s : shapes) {
     const int64_t rows = s[0], H = s[1], D = s[2], half = D / 2;
     SCOPED_TRACE(testing::Message() << "rows=" << rows << " H=" << H << " D=" << D);
@@ -93,7 +94,8 @@ TEST_F(RopeTest, ForwardMatchesHuggingFaceFormula) {
           const double rot = c < half ? -double(q[c + half]) : double(q[c - half]);  // rotate_half
           const double want = q[c] * ce[c] + rot * se[c];
           const double mag = std::fabs(q[c] * ce[c]) + std::fabs(rot * se[c]);
-          ASSERT_NEAR(y[(r * H + h) * D + c], want, 3e-7 * mag + 1e-12) << r << "," << h << "," << c;
+          ASSERT_NEAR(y[(r * H + h) * D + c], want, 3e-7 * mag + 1e-12)
+              << r << "," << h << "," << c;
         }
       }
     }
