@@ -35,7 +35,64 @@ void MoeConfig::validate(ConfigChecker& c) const {
   }
 }
 
+namespace {
+// What each architecture fixes, so that a model of that arch can be exported to (and imported
+// from) its Hugging Face form without changing the function it computes.
+void validate_arch(const ModelConfig& m, ConfigChecker& c) {
+  const bool moe = m.moe.n_experts > 0;
+  std::string name;
+  bool want_bias = false, want_qk_norm = false, want_moe = false, allow_bias_choice = false, allow_qk_choice = false;
+  switch (m.arch) {
+    case ModelArch::kLlama: name = "llama"; break;
+    case ModelArch::kQwen2: name = "qwen2"; want_bias = true; break;
+    case ModelArch::kQwen3: name = "qwen3"; want_qk_norm = true; break;
+    case ModelArch::kMixtral: name = "mixtral"; want_moe = true; break;
+    case ModelArch::kQwen2Moe: name = "qwen2_moe"; want_bias = true; want_moe = true; break;
+    case ModelArch::kQwen3Moe: name = "qwen3_moe"; want_qk_norm = true; want_moe = true; break;
+    case ModelArch::kGlm4Moe:
+      name = "glm4_moe";
+      want_moe = true;
+      allow_bias_choice = allow_qk_choice = true;
+      break;
+  }
+  auto fail = [&](const std::string& key, const std::string& what) {
+    c.fail(key, absl::StrCat(what, " (arch: ", name, ")"), {"arch"});
+  };
+  if (!allow_bias_choice && m.qkv_bias != want_bias) fail("qkv_bias", want_bias ? "must be true" : "must be false");
+  if (!allow_qk_choice && m.qk_norm != want_qk_norm) fail("qk_norm", want_qk_norm ? "must be true" : "must be false");
+  if (moe != want_moe) {
+    fail("moe.n_experts", want_moe ? "must be > 0: this is an MoE architecture" : "must be 0: this is a dense architecture");
+    return;
+  }
+  if (!moe) return;
+  const MoeConfig& e = m.moe;
+  const bool sigmoid = m.arch == ModelArch::kGlm4Moe;
+  if ((e.scoring == RouterScoring::kSigmoid) != sigmoid) fail("moe.scoring", sigmoid ? "must be sigmoid" : "must be softmax");
+  if (!sigmoid && e.first_k_dense != 0) fail("moe.first_k_dense", "must be 0");
+  if (!sigmoid && (e.n_group != 1 || e.routed_scaling_factor != 1.0)) {
+    fail(e.n_group != 1 ? "moe.n_group" : "moe.routed_scaling_factor", "group routing and scaling are glm4_moe's");
+  }
+  if (m.arch == ModelArch::kMixtral && !e.norm_topk_prob) fail("moe.norm_topk_prob", "must be true");
+  if (m.arch == ModelArch::kMixtral && e.expert_ffn_hidden != m.ffn_hidden) {
+    fail("moe.expert_ffn_hidden", absl::StrCat("must equal ffn_hidden=", m.ffn_hidden));
+  }
+  const bool gated_shared = m.arch == ModelArch::kQwen2Moe;
+  if (gated_shared && (e.n_shared_experts != 1 || !e.shared_expert_gate)) {
+    fail("moe.shared_expert_gate", "qwen2_moe has one sigmoid-gated shared expert (n_shared_experts: 1, shared_expert_gate: true)");
+  }
+  if (!gated_shared && e.shared_expert_gate) fail("moe.shared_expert_gate", "must be false");
+  if ((m.arch == ModelArch::kMixtral || m.arch == ModelArch::kQwen3Moe) && e.n_shared_experts != 0) {
+    fail("moe.n_shared_experts", "must be 0");
+  }
+  if (m.arch == ModelArch::kGlm4Moe && e.shared_ffn_hidden != 0 &&
+      e.shared_ffn_hidden != e.n_shared_experts * e.expert_ffn_hidden) {
+    fail("moe.shared_ffn_hidden", "must be 0 (= n_shared_experts x expert_ffn_hidden)");
+  }
+}
+}  // namespace
+
 void ModelConfig::validate(ConfigChecker& c) const {
+  validate_arch(*this, c);
   if (head_dim == 0 && d_model % n_heads != 0) {
     c.fail("n_heads", absl::StrCat(n_heads, " does not divide d_model=", d_model, " (or set head_dim)"),
            {"d_model"});

@@ -88,7 +88,7 @@ struct MoeConfig {
 };
 
 struct ModelConfig {
-  ModelArch arch = ModelArch::kQwen3Moe;
+  ModelArch arch = ModelArch::kLlama;
   int64_t vocab_size = 256;
   int64_t d_model = 256;
   int64_t n_layers = 4;

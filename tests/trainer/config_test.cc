@@ -56,7 +56,8 @@ TEST(ConfigBad, MissingFileIsNotFound) {
 
 TEST(ConfigSet, OverridesAreTypedAndWin) {
   auto cfg = parse_experiment_config("optim:\n  lr: 0.001\n", "t.yaml",
-                                     {"optim.lr=0.01", "model.moe.n_experts=8", "model.moe.expert_ffn_hidden=32",
+                                     {"optim.lr=0.01", "model.arch=qwen3_moe", "model.qk_norm=true",
+                                      "model.moe.n_experts=8", "model.moe.expert_ffn_hidden=32",
                                       "precision.mode=fp8", "grpo.rewards={countdown: 1, format: 0.25}",
                                       "parallel.pipeline.layout=[2, 2]", "parallel.pp=2", "grpo.stop=[\"</answer>\"]"});
   ASSERT_TRUE(cfg.ok()) << cfg.status();
