@@ -23,6 +23,7 @@
 
 #include <nlohmann/json.hpp>  // CheckpointMeta's opaque layout and trainer state
 
+#include "core/crc32c.h"       // crc32c, crc32c_extend: the checksums the manifest records
 #include "core/safetensors.h"  // SafetensorsFile: the rank files
 #include "core/status.h"
 #include "core/tensor.h"
@@ -135,12 +136,5 @@ class Checkpoint {
   std::vector<std::string> file_names_;  // "rank-00000.safetensors", ...
   std::vector<SafetensorsFile> files_;
 };
-
-// CRC-32C (Castagnoli), as in iSCSI, ext4 and leveldb: crc32c("123456789") == 0xE3069283.
-// Extends `crc` (the CRC of the bytes before) by n bytes; start from 0. Uses the SSE4.2 crc32
-// instruction when the CPU has it, else the portable table-driven version below.
-uint32_t crc32c_extend(uint32_t crc, const void* data, size_t n);
-inline uint32_t crc32c(const void* data, size_t n) { return crc32c_extend(0, data, n); }
-uint32_t crc32c_extend_portable(uint32_t crc, const void* data, size_t n);  // slicing-by-8
 
 }  // namespace strata
