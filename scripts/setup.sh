@@ -13,6 +13,7 @@ packages=(
   libopenblas-dev                     # CPU GEMM
   nlohmann-json3-dev                  # manifests, metrics, tokenizer.json
   libpcre2-dev                        # tokenizer pre-tokenizer regexes
+  libicu-dev                          # tokenizer NFC normalisation, Unicode properties
   libcli11-dev                        # the command line
 )
 
