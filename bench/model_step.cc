@@ -15,6 +15,7 @@
 
 #include "core/timer.h"
 #include "kernels/ops.h"
+#include "model/flops.h"
 #include "model/transformer.h"
 
 namespace strata {
@@ -31,24 +32,6 @@ double measure_sgemm_peak() {
     best = std::max(best, 2.0 * n * n * n / t.seconds());
   }
   return best;
-}
-
-// Matmul parameters one token uses (REFERENCE.md section 4): attention, dense MLP, its k routed
-// experts, shared experts, router and the head; the embedding lookup does not count.
-double active_matmul_params(const ModelConfig& c) {
-  const double C = c.d_model, D = c.resolved_head_dim();
-  const double attn = C * D * (2 * c.n_heads + 2 * c.n_kv_heads);
-  double total = c.vocab_size * C;
-  for (int64_t l = 0; l < c.n_layers; ++l) {
-    total += attn;
-    if (c.is_moe_block(l)) {
-      total += c.moe.n_experts * C + c.moe.top_k * 3.0 * C * c.moe.expert_ffn_hidden +
-               3.0 * C * c.resolved_shared_ffn_hidden();
-    } else {
-      total += 3.0 * C * c.ffn_hidden;
-    }
-  }
-  return total;
 }
 
 struct Result {
@@ -78,8 +61,7 @@ Result run(const ModelConfig& c, int64_t B, int64_t T, int steps, double peak) {
     model.backward(acts);
   }
   const double sec = t.seconds() / steps;
-  const double flops_per_token =
-      6.0 * active_matmul_params(c) + 12.0 * c.n_layers * c.n_heads * c.resolved_head_dim() * T / 2.0;
+  const double flops_per_token = train_flops_per_token(c, T);
   Result r;
   r.tokens_per_s = B * T / sec;
   r.gflops = flops_per_token * r.tokens_per_s / 1e9;

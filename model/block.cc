@@ -79,12 +79,14 @@ void block_backward(Block& blk, BlockSaved& s, float* dx, const float* dy, Weigh
   const int64_t N = s.B * s.T, C = blk.attn.C;
   if (!s.complete) {  // recomputation: the same forward again, now keeping everything
     std::vector<float> aux_dprob = std::move(s.moe.aux_dprob);
+    const double aux_weight = s.moe.aux_weight;
     Tensor y = f32(N, C);
     const bool recompute = blk.recompute;
     blk.recompute = false;
     block_forward(blk, s, y.f32(), s.x.f32(), s.pos, s.key_start, s.B, s.T, *s.rope);
     blk.recompute = recompute;
     s.moe.aux_dprob = std::move(aux_dprob);
+    s.moe.aux_weight = aux_weight;
   }
   // y = h + ffn(norm2(h)): dh = dy + norm2'(ffn'(dy)).
   Tensor dxn = f32(N, C), dh = f32(N, C);

@@ -307,7 +307,7 @@ void moe_backward(Moe& m, MoeSaved& s, float* dx, const float* dout, WeightGrads
       std::vector<double> f(static_cast<size_t>(E), 0.0);
       for (int64_t t = b * T; t < (b + 1) * T; ++t)
         for (int64_t k = 0; k < K; ++k) f[s.topk_idx[t * K + k]] += 1.0;
-      for (int64_t e = 0; e < E; ++e) f[e] *= static_cast<double>(E) / (K * T) * m.aux_loss_coef / (B * T);
+      for (int64_t e = 0; e < E; ++e) f[e] *= static_cast<double>(E) / (K * T) * m.aux_loss_coef * s.aux_weight / (B * T);
       for (int64_t t = b * T; t < (b + 1) * T; ++t) {
         const float* p = probs + t * E;
         double S = 0, dot = 0;

@@ -68,7 +68,8 @@ struct MoeSaved {
   std::vector<int64_t> load;           // (E,) tokens that chose each expert (before capacity)
   std::vector<double> prob_sum;        // (E,) sum over tokens of probs
   int64_t dropped = 0;                 // choices dropped by the capacity limit
-  double aux_loss = 0.0;               // this layer's own auxiliary loss (seq), already weighted
+  double aux_loss = 0.0;               // this layer's own auxiliary loss (seq), times its coefficient
+  double aux_weight = 1.0;             // share of the step's aux loss this micro-batch carries
   // Gradient of the total loss w.r.t. every token's probs[:, e] from a batch-level auxiliary
   // loss (switch) that the Transformer computes across layers; empty when none.
   std::vector<float> aux_dprob;        // (E,)

@@ -112,7 +112,8 @@ double Transformer::forward(const Batch& batch, Activations& acts, double loss_d
   std::vector<double> load_total, prob_total;
   for (size_t i = 0; i < blocks_.size(); ++i) {
     if (!blocks_[i].is_moe) continue;
-    const MoeSaved& ms = acts.blocks[i].moe;
+    MoeSaved& ms = acts.blocks[i].moe;
+    ms.aux_weight = aux_weight;
     acts.aux_loss += aux_weight * ms.aux_loss;
     if (blocks_[i].moe.aux_loss != AuxLoss::kSwitch) continue;
     if (load_total.empty()) {

@@ -12,7 +12,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "trainer/config_yaml.h"
+#include "trainer/data_cmd.h"
+#include "trainer/eval_cmd.h"
 #include "trainer/generate_cmd.h"
+#include "trainer/train.h"
 
 namespace strata {
 namespace {
@@ -47,8 +50,7 @@ struct Args {
   std::vector<std::string> sets;
   bool dry_run = false;
   int world_size = 1;
-  std::string checkpoint, task = "countdown", out, dtype = "bf16", output_file;
-  int n = 500;
+  std::string checkpoint, out, dtype = "bf16", output_file;
   bool force = false;
 };
 
@@ -68,15 +70,21 @@ int run_cli(int argc, char** argv) {
   auto* train = app.add_subcommand("train", "train a model from an experiment config (pretrain, SFT or GRPO)");
   add_config_args(train, &a);
   train->add_flag("--dry-run", a.dry_run, "validate the config, print it resolved, and stop");
+  TrainOptions topt;
+  train->add_option("--resume", topt.resume, "auto | never | a checkpoint path (overrides checkpoint.resume)");
+  train->add_option("--stop-after", topt.stop_after, "stop this process after N steps (the run resumes later)")
+      ->check(CLI::PositiveNumber);
 
   auto* plan = app.add_subcommand("plan", "show layout, memory per rank and pipeline schedule without computing");
   add_config_args(plan, &a);
   plan->add_option("--world-size", a.world_size, "ranks to plan for")->check(CLI::PositiveNumber);
 
   GenerateArgs g;
-  auto* generate = app.add_subcommand("generate", "sample from a model (hf:DIR today)");
-  generate->add_option("checkpoint", g.checkpoint, "hf:DIR (a Hugging Face model directory)")->required();
-  auto* prompt_opt = generate->add_option("--prompt", g.prompt, "prompt text (needs a tokenizer)");
+  auto* generate = app.add_subcommand("generate", "sample from a trained model or a Hugging Face one");
+  generate->add_option("checkpoint", g.checkpoint, "run dir, checkpoint dir or root, or hf:DIR")->required();
+  auto* prompt_opt = generate->add_option("--prompt", g.prompt, "prompt text");
+  generate->add_option("--tokenizer", g.tokenizer, "char | tokenizer.json (default: the run's)");
+  generate->add_flag("--r1-template", g.r1_template, "wrap the prompt in the DeepSeek-R1 template");
   generate->add_option("--prompt-ids", g.prompt_ids, "prompt as token ids, e.g. \"1 2 3\"")->excludes(prompt_opt);
   generate->add_option("--max-new-tokens", g.max_new_tokens, "tokens to generate")->check(CLI::PositiveNumber);
   generate->add_option("--temperature", g.temperature, "sampling temperature; 0 = greedy")->check(CLI::NonNegativeNumber);
@@ -84,12 +92,20 @@ int run_cli(int argc, char** argv) {
   generate->add_option("--top-p", g.top_p, "nucleus mass")->check(CLI::Range(0.0, 1.0));
   generate->add_option("--n", g.samples, "samples of the prompt (decoded as one batch)")->check(CLI::PositiveNumber);
   generate->add_option("--seed", g.seed, "sampling seed")->check(CLI::NonNegativeNumber);
-  generate->add_option("--eos-id", g.eos_id, "token id that ends a sample");
+  generate->add_option("--eos-id", g.eos_id, "token id that ends a sample (default: the tokenizer's EOS; -1 = none)");
 
-  auto* eval = app.add_subcommand("eval", "score a checkpoint on a verifiable task");
-  eval->add_option("checkpoint", a.checkpoint, "checkpoint directory")->required();
-  eval->add_option("--task", a.task, "countdown | arithmetic | gsm8k")->check(CLI::IsMember({"countdown", "arithmetic", "gsm8k"}));
-  eval->add_option("--n", a.n, "problems to score")->check(CLI::PositiveNumber);
+  EvalArgs ev;
+  auto* eval = app.add_subcommand("eval", "score a checkpoint on held-out problems of a verifiable task");
+  eval->add_option("checkpoint", ev.checkpoint, "run dir, checkpoint dir or root, or hf:DIR")->required();
+  eval->add_option("--task", ev.task, "countdown | arithmetic")->check(CLI::IsMember({"countdown", "arithmetic"}));
+  eval->add_option("--n", ev.n, "held-out problems to score")->check(CLI::PositiveNumber);
+  eval->add_option("--samples", ev.samples, "completions per problem (pass@k for k = samples)")->check(CLI::PositiveNumber);
+  eval->add_option("--temperature", ev.temperature, "0 = greedy")->check(CLI::NonNegativeNumber);
+  eval->add_option("--max-new-tokens", ev.max_new_tokens, "0 = as long as the model allows")->check(CLI::NonNegativeNumber);
+  eval->add_option("--batch", ev.batch, "completions decoded together")->check(CLI::PositiveNumber);
+  eval->add_option("--tokenizer", ev.tokenizer, "char | tokenizer.json (default: the run's)");
+  eval->add_option("--out", ev.out, "write every completion with its reward as JSONL");
+  eval->add_option("--seed", ev.seed, "sampling seed")->check(CLI::NonNegativeNumber);
 
   auto* exp = app.add_subcommand("export", "write a checkpoint in Hugging Face format");
   exp->add_option("checkpoint", a.checkpoint, "checkpoint directory")->required();
@@ -99,10 +115,19 @@ int run_cli(int argc, char** argv) {
 
   auto* data = app.add_subcommand("data", "prepare datasets: tokenize files, generate synthetic tasks");
   data->require_subcommand(1);
-  auto* tokenize = data->add_subcommand("tokenize", "tokenize text or JSONL into binary shards");
-  tokenize->allow_extras();
-  auto* gen = data->add_subcommand("gen", "generate a synthetic reasoning task as JSONL");
-  gen->allow_extras();
+  DataTokenizeArgs dt;
+  auto* tokenize = data->add_subcommand("tokenize", "tokenize text or JSONL into binary token shards");
+  tokenize->add_option("--tokenizer", dt.tokenizer, "char | path to tokenizer.json");
+  tokenize->add_option("--input", dt.input, "a .txt file (one document) or .jsonl (prompt + completion per line)")->required();
+  tokenize->add_option("--out", dt.out, "output directory of shards")->required();
+  tokenize->add_option("--shard-tokens", dt.shard_tokens, "tokens per shard file")->check(CLI::PositiveNumber);
+  DataGenArgs dg;
+  auto* gen = data->add_subcommand("gen", "generate a synthetic reasoning task as JSONL (prompt, completion, answer)");
+  gen->add_option("task", dg.task, "countdown | arithmetic")->required()->check(CLI::IsMember({"countdown", "arithmetic"}));
+  gen->add_option("--n", dg.n, "examples")->check(CLI::PositiveNumber);
+  gen->add_option("--seed", dg.seed, "seed (the same one a config's train.seed names)")->check(CLI::NonNegativeNumber);
+  gen->add_option("--split", dg.split, "train | eval (disjoint problem sets)")->check(CLI::IsMember({"train", "eval"}));
+  gen->add_option("--out", dg.out, "output .jsonl file")->required();
 
   auto* config = app.add_subcommand("config", "check, print or document experiment configs");
   config->require_subcommand(1);
@@ -148,17 +173,26 @@ int run_cli(int argc, char** argv) {
       std::printf("%s", experiment_config_to_yaml(cfg).c_str());
       return kExitOk;
     }
-    return not_landed("train", "Training (#4)");
+    topt.config_path = a.config;
+    Status st = run_training(cfg, topt);
+    if (!st.ok()) {
+      std::fprintf(stderr, "strata train: %s\n", std::string(st.message()).c_str());
+      return st.code() == absl::StatusCode::kUnimplemented ? kExitNotLanded
+             : st.code() == absl::StatusCode::kInvalidArgument || st.code() == absl::StatusCode::kNotFound
+                 ? kExitUsage
+                 : kExitFailure;
+    }
+    return kExitOk;
   }
   if (*plan) {
     if (!load_or_report(a.config, a.sets, &cfg)) return kExitUsage;
     return not_landed("plan", "Distributed runtime (#7) and Pipeline (#9)");
   }
   if (*generate) return run_generate(g);
-  if (*eval) return not_landed("eval", "Training (#4)");
+  if (*eval) return run_eval_command(ev);
   if (*exp) return not_landed("export", "Hugging Face interop (#10)");
-  if (*tokenize) return not_landed("data tokenize", "Training (#4)");
-  if (*gen) return not_landed("data gen", "Training (#4)");
+  if (*tokenize) return run_data_tokenize(dt);
+  if (*gen) return run_data_gen(dg);
   if (*check) {
     if (!load_or_report(a.config, a.sets, &cfg)) return kExitUsage;
     std::printf("%s: OK\n", a.config.c_str());

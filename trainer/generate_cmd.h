@@ -1,6 +1,6 @@
-// `strata generate`: sample from a model. Today the model comes from a Hugging Face directory
-// (hf:DIR, any supported architecture) and prompts are token ids; text prompts need the
-// tokenizers and Strata checkpoints need the checkpoint format, both from the Training issue.
+// `strata generate`: sample from a model: a Strata run or checkpoint, or a Hugging Face directory
+// (hf:DIR). The prompt is text (encoded with the run's tokenizer, or --tokenizer) or token ids.
+// Text completions are printed one per sample; with --prompt-ids, token ids.
 #pragma once
 
 #include <cstdint>
@@ -9,7 +9,8 @@
 namespace strata {
 
 struct GenerateArgs {
-  std::string checkpoint;   // hf:DIR
+  std::string checkpoint;   // run dir, checkpoint dir or root, or hf:DIR
+  std::string tokenizer;    // override: char | tokenizer.json
   std::string prompt;       // text (needs a tokenizer)
   std::string prompt_ids;   // "1 2 3" or "1,2,3"
   int64_t max_new_tokens = 32;
@@ -18,7 +19,8 @@ struct GenerateArgs {
   double top_p = 1.0;
   int64_t samples = 1;
   int64_t seed = 1234;
-  int64_t eos_id = -1;
+  int64_t eos_id = -2;     // -2 = the tokenizer's EOS; -1 = none
+  bool r1_template = false; // wrap --prompt in the R1 template (default: as the run trained)
 };
 
 // Returns the process exit code (cli.h's kExit*); prints one line of token ids per sample.

@@ -53,10 +53,15 @@ for f in configs/*.yaml; do
 done
 
 # Not landed yet: plain message, exit 3.
-expect "train not landed" 3 "not available yet: it lands with the Training" "$STRATA" train configs/tiny_dense.yaml
+expect "grpo not landed" 3 "train.mode: grpo lands with the GRPO issue" \
+  "$STRATA" train configs/tiny_moe_grpo_countdown.yaml --set parallel.dp=1 --set parallel.ep=1
+expect "fp8 not landed" 3 "precision.mode: fp8 lands with the FP8 issue" \
+  "$STRATA" train configs/tiny_dense.yaml --set precision.mode=fp8
 expect "plan not landed" 3 "not available yet" "$STRATA" plan configs/tiny_dense.yaml
-expect "generate needs hf:DIR today" 3 "Strata checkpoints land with the Training issue" "$STRATA" generate ckpt --prompt-ids 1
-expect "generate text prompt needs a tokenizer" 3 "needs the tokenizers" "$STRATA" generate hf:tests/golden/models/llama --prompt hi
+expect "export not landed" 3 "not available yet" "$STRATA" export ckpt --out x
+expect "train --dry-run" 0 "^train:" "$STRATA" train configs/tiny_moe_sft.yaml --dry-run --set optim.lr=0.01
+expect "generate without a checkpoint" 2 "nope" "$STRATA" generate nope --prompt-ids 1
+expect "generate text prompt needs a tokenizer" 2 "has no tokenizer.json" "$STRATA" generate hf:tests/golden/models/llama --prompt hi
 one_line "generate bad ids" "$STRATA" generate hf:tests/golden/models/llama --prompt-ids "1 x"
 one_line "generate id outside vocab" "$STRATA" generate hf:tests/golden/models/llama --prompt-ids "1 999"
 # Greedy decoding of an imported Hugging Face model: 2 samples, 5 tokens each, identical.
@@ -64,10 +69,12 @@ out=$("$STRATA" generate hf:tests/golden/models/qwen3_moe --prompt-ids "1 2 3" -
 if [ "$(printf '%s\n' "$out" | wc -l)" -eq 2 ] && [ "$(printf '%s\n' "$out" | sort -u | wc -l)" -eq 1 ] \
    && [ "$(printf '%s\n' "$out" | head -n1 | wc -w)" -eq 5 ]; then pass=$((pass + 1)); else
   echo "FAIL: greedy generate from hf: gave: $out"; fail=$((fail + 1)); fi
-expect "eval not landed" 3 "not available yet" "$STRATA" eval ckpt
-expect "export not landed" 3 "not available yet" "$STRATA" export ckpt --out x
-expect "data gen not landed" 3 "not available yet" "$STRATA" data gen countdown
-expect "train --dry-run" 0 "^train:" "$STRATA" train configs/tiny_moe_sft.yaml --dry-run --set optim.lr=0.01
+
+# data gen writes the requested examples, train and eval disjoint.
+"$STRATA" data gen arithmetic --n 50 --out "$tmp/tr.jsonl" >/dev/null && "$STRATA" data gen arithmetic --n 50 --split eval --out "$tmp/ev.jsonl" >/dev/null
+if [ "$(wc -l < "$tmp/tr.jsonl")" -eq 50 ] && [ -z "$(comm -12 <(grep -o '"prompt":"[^"]*"' "$tmp/tr.jsonl" | sort) <(grep -o '"prompt":"[^"]*"' "$tmp/ev.jsonl" | sort))" ]; then
+  pass=$((pass + 1)); else echo "FAIL: data gen"; fail=$((fail + 1)); fi
+expect "data gen bad task" 2 "" "$STRATA" data gen sudoku --out "$tmp/x.jsonl"
 
 # Resolved config round trip through files, with overrides applied.
 "$STRATA" config print configs/tiny_moe_grpo_countdown.yaml --set grpo.beta=0.04 --out "$tmp/a.yaml"

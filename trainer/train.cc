@@ -1,0 +1,358 @@
+#include "trainer/train.h"
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/log.h"
+#include "core/timer.h"
+#include "kernels/ops.h"
+#include "model/flops.h"
+#include "model/hf.h"
+#include "optim/schedule.h"
+#include "trainer/config_yaml.h"
+
+namespace strata {
+namespace {
+
+namespace fs = std::filesystem;
+
+Batch to_model_batch(const TokenBatch& tb, int64_t vocab) {
+  Batch b;
+  b.B = tb.B;
+  b.T = tb.T;
+  b.tokens = tb.tokens;
+  b.targets = tb.targets;
+  b.finalize(vocab);
+  return b;
+}
+
+bool decays(ParamKind kind, const OptimConfig& c) {
+  switch (kind) {
+    case ParamKind::kMatrix: return true;
+    case ParamKind::kEmbedding: return c.decay_embeddings;
+    case ParamKind::kNorm:
+    case ParamKind::kBias: return c.decay_norms_biases;
+    case ParamKind::kRouterBias: return false;
+  }
+  return false;
+}
+
+std::vector<int64_t> shape_of(const Tensor& t) {
+  std::vector<int64_t> s;
+  for (int i = 0; i < t.shape().rank(); ++i) s.push_back(t.shape()[i]);
+  return s;
+}
+
+// Held-out loss over `batches` (no gradients kept).
+double evaluate_loss(Transformer& model, const std::vector<Batch>& batches) {
+  double sum = 0;
+  int64_t n = 0;
+  for (const Batch& b : batches) {
+    Activations acts;
+    model.forward(b, acts, 1.0);
+    sum += acts.loss_sum;
+    n += b.n_targets();
+  }
+  return n > 0 ? sum / static_cast<double>(n) : 0.0;
+}
+
+std::string run_dir_of(const ExperimentConfig& c) { return (fs::path(c.train.out_dir) / c.train.name).string(); }
+std::string checkpoint_root_of(const ExperimentConfig& c) {
+  return c.checkpoint.dir.empty() ? (fs::path(run_dir_of(c)) / "checkpoints").string() : c.checkpoint.dir;
+}
+
+// Copies a checkpoint's tensors into the model (and optimizer state when given).
+Status restore(const Checkpoint& ckpt, Transformer& model, AdamW* optimizer) {
+  for (CheckpointTensor& t : checkpoint_tensors(model, optimizer)) {
+    Tensor* dst = const_cast<Tensor*>(t.tensor);
+    if (!ckpt.has_tensor(t.name)) return absl::NotFoundError(absl::StrCat("checkpoint has no tensor ", t.name));
+    if (ckpt.global_shape(t.name) != t.global_shape) {
+      return absl::InvalidArgumentError(absl::StrCat("checkpoint tensor ", t.name, " has another shape than the model"));
+    }
+    if (dst->dtype() == DType::kF32) {
+      RETURN_IF_ERROR(ckpt.read_flat(t.name, 0, dst->numel(), dst->f32()));
+    } else {  // bf16 moments: read as f32, round back (exact: the values are bf16)
+      std::vector<float> tmp(static_cast<size_t>(dst->numel()));
+      RETURN_IF_ERROR(ckpt.read_flat(t.name, 0, dst->numel(), tmp.data()));
+      f32_to_bf16_n(tmp.data(), dst->data<uint16_t>(), tmp.size());
+    }
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+std::vector<OptimTensor> optimizer_tensors(Transformer& model, const OptimConfig& config) {
+  std::vector<OptimTensor> out;
+  for (const ParamRef& p : model.params()) {
+    if (!p.param->grad.defined()) continue;  // balancing biases are not trained by gradient
+    out.push_back({p.name, &p.param->value, &p.param->grad, decays(p.kind, config)});
+  }
+  return out;
+}
+
+std::vector<CheckpointTensor> checkpoint_tensors(Transformer& model, AdamW* optimizer) {
+  std::vector<CheckpointTensor> out;
+  for (const ParamRef& p : model.params()) {
+    CheckpointTensor t;
+    t.name = p.name;
+    t.tensor = &p.param->value;
+    t.global_shape = shape_of(p.param->value);
+    t.offset.assign(t.global_shape.size(), 0);
+    out.push_back(t);
+  }
+  if (optimizer) {
+    for (auto& [name, tensor] : optimizer->state_tensors()) {
+      CheckpointTensor t;
+      t.name = name;
+      t.tensor = tensor;
+      t.global_shape = shape_of(*tensor);
+      t.offset.assign(t.global_shape.size(), 0);
+      out.push_back(t);
+    }
+  }
+  return out;
+}
+
+Status run_training(const ExperimentConfig& config, const TrainOptions& options) {
+  const TrainConfig& tc = config.train;
+  if (tc.mode == TrainMode::kGrpo) {
+    return absl::UnimplementedError("train.mode: grpo lands with the GRPO issue (#6)");
+  }
+  if (config.precision.mode == PrecisionMode::kFp8) {
+    return absl::UnimplementedError("precision.mode: fp8 lands with the FP8 issue (#5)");
+  }
+  if (tc.device == DeviceChoice::kCuda) {
+    return absl::UnimplementedError("train.device: cuda lands with the CUDA backend issue (#11)");
+  }
+  if (config.parallel.dp > 1 || config.parallel.pp > 1 || config.parallel.ep > 1) {
+    return absl::UnimplementedError("parallel layouts beyond one process land with issues #7-#9");
+  }
+  const std::string run_dir = run_dir_of(config);
+  std::error_code ec;
+  fs::create_directories(run_dir, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat(run_dir, ": cannot create run directory: ", ec.message()));
+  LogLevel level = LogLevel::kInfo;
+  parse_log_level(config.log.level, &level);
+  set_log_level(level);
+  set_log_file((fs::path(run_dir) / "rank-00000.log").string());
+  {
+    std::ofstream out(fs::path(run_dir) / "config.yaml");
+    out << experiment_config_to_yaml(config);
+  }
+  LOG(INFO) << "run directory: " << run_dir;
+
+  // Data.
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, load_tokenizer(config.data.tokenizer));
+  if (tokenizer->vocab_size() > config.model.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat("data.tokenizer ", tokenizer->name(), " has ", tokenizer->vocab_size(),
+                                                   " tokens but model.vocab_size is ", config.model.vocab_size));
+  }
+  const uint64_t seed = static_cast<uint64_t>(tc.seed);
+  ASSIGN_OR_RETURN(std::unique_ptr<DataLoader> loader, DataLoader::create(config.data, *tokenizer, seed, Split::kTrain));
+  std::unique_ptr<DataLoader> eval_loader;
+  {
+    auto el = DataLoader::create(config.data, *tokenizer, seed, Split::kEval);
+    if (el.ok()) eval_loader = *std::move(el);
+  }
+
+  // Model and optimizer.
+  Transformer model(config.model, config.precision);
+  model.init(seed);
+  if (config.model.init_from.rfind("hf:", 0) == 0) {
+    RETURN_IF_ERROR(load_hf_weights(model, config.model.init_from.substr(3)));
+    LOG(INFO) << "initialised from " << config.model.init_from;
+  }
+  std::vector<OptimTensor> opt_tensors = optimizer_tensors(model, config.optim);
+  AdamW optimizer(config.optim, opt_tensors);
+  LOG(INFO) << absl::StrFormat("model: %s, %.2fM parameters (%.2fM active matmul per token), %d blocks",
+                               hf_model_type(config.model.arch), count_elements(model.params()) / 1e6,
+                               active_matmul_params(config.model) / 1e6, config.model.n_layers);
+
+  // Resume.
+  int64_t start = 0;
+  const std::string ckpt_root = checkpoint_root_of(config);
+  std::string resume = options.resume.empty() ? config.checkpoint.resume : options.resume;
+  std::string resume_dir;
+  if (resume == "auto") {
+    if (fs::exists(fs::path(ckpt_root) / "latest")) {
+      ASSIGN_OR_RETURN(resume_dir, resolve_checkpoint(ckpt_root));
+    }
+  } else if (resume != "never") {
+    ASSIGN_OR_RETURN(resume_dir, resolve_checkpoint(resume));
+  }
+  if (!resume_dir.empty()) {
+    ASSIGN_OR_RETURN(Checkpoint ckpt, Checkpoint::open(resume_dir));
+    RETURN_IF_ERROR(restore(ckpt, model, &optimizer));
+    const auto& state = ckpt.meta().trainer_state;
+    start = ckpt.meta().step;
+    if (state.contains("optimizer_step")) optimizer.set_step_count(state["optimizer_step"].get<int64_t>());
+    LOG(INFO) << "resumed from " << resume_dir << " at step " << start;
+  }
+
+  MetricsWriter metrics;
+  if (config.log.metrics_jsonl) metrics.open((fs::path(run_dir) / "metrics.jsonl").string(), start);
+
+  const int64_t G = config.data.global_batch_size, mb = config.data.micro_batch_size, T = config.data.seq_len;
+  const int64_t accum = G / mb;
+  const double peak = measure_sgemm_peak_flops();
+  const double flops_per_token = train_flops_per_token(config.model, T);
+
+  std::vector<Batch> eval_batches;
+  if (eval_loader) {
+    const int64_t n = std::min<int64_t>(eval_loader->size(), 256);
+    for (int64_t first = 0; first < n; first += mb) {
+      eval_batches.push_back(to_model_batch(eval_loader->make_batch(eval_loader->sample_ids(first, std::min(mb, n - first)), T),
+                                            config.model.vocab_size));
+    }
+  }
+
+  auto save = [&](int64_t step) -> Status {
+    CheckpointMeta meta;
+    meta.step = step;
+    meta.config_yaml = experiment_config_to_yaml(config);
+    meta.layout = {{"world", 1}, {"dp", 1}, {"pp", 1}, {"ep", 1}};
+    meta.trainer_state = {{"step", step},
+                          {"samples_consumed", step * G},
+                          {"optimizer_step", optimizer.step_count()},
+                          {"seed", tc.seed}};
+    Timer t;
+    RETURN_IF_ERROR(save_checkpoint(ckpt_root, meta, checkpoint_tensors(model, &optimizer), config.checkpoint.keep_last));
+    LOG(INFO) << absl::StrFormat("checkpoint step %d saved in %.2fs", step, t.seconds());
+    return OkStatus();
+  };
+
+  Timer window;
+  int64_t window_tokens = 0, steps_this_process = 0;
+  for (int64_t step = start; step < tc.steps; ++step) {
+    Timer step_timer;
+    // The global batch of this step, as micro-batches; the loss denominator counts all of it.
+    std::vector<int64_t> ids = loader->sample_ids(step * G, G);
+    std::vector<Batch> micro;
+    int64_t targets = 0;
+    for (int64_t m = 0; m < accum; ++m) {
+      std::vector<int64_t> part(ids.begin() + m * mb, ids.begin() + (m + 1) * mb);
+      micro.push_back(to_model_batch(loader->make_batch(part, T), config.model.vocab_size));
+      targets += micro.back().n_targets();
+    }
+    const double denom = static_cast<double>(std::max<int64_t>(targets, 1));
+    zero_grads(model.params());
+    double loss = 0.0, aux = 0.0;
+    std::vector<MoeStats> loads;
+    for (Batch& b : micro) {
+      Activations acts;
+      loss += model.forward(b, acts, denom, nullptr, nullptr, 1.0 / static_cast<double>(accum));
+      aux += acts.aux_loss;
+      std::vector<MoeStats> s = model.moe_stats(acts);
+      if (loads.empty()) {
+        loads = s;
+      } else {
+        for (size_t i = 0; i < s.size(); ++i) {
+          for (size_t e = 0; e < s[i].load.size(); ++e) loads[i].load[e] += s[i].load[e];
+          loads[i].dropped += s[i].dropped;
+        }
+      }
+      model.backward(acts);
+    }
+    const bool bad = !std::isfinite(loss) || grads_have_nonfinite(opt_tensors);
+    double grad_norm = 0.0;
+    const double lr = lr_at(config.optim, step, tc.steps);
+    if (bad) {
+      LOG(WARN) << "step " << step << ": non-finite loss or gradients"
+                << (tc.nan_policy == NanPolicy::kSkip ? "; skipping the update" : "; stopping (train.nan_policy: stop)");
+      if (tc.nan_policy == NanPolicy::kStop) {
+        return absl::AbortedError(absl::StrCat("step ", step, ": non-finite loss or gradients"));
+      }
+    } else {
+      grad_norm = clip_grad_norm(opt_tensors, config.optim.grad_clip);
+      optimizer.step(lr);
+      if (config.model.moe.bias_update_rate > 0) {
+        model.update_router_biases(loads, static_cast<float>(config.model.moe.bias_update_rate));
+      }
+    }
+    const int64_t step_tokens = G * T;
+    window_tokens += step_tokens;
+    ++steps_this_process;
+    const int64_t done = step + 1;
+
+    if (done % config.log.every == 0 || done == tc.steps) {
+      const double secs = window.seconds();
+      const double tps = window_tokens / std::max(secs, 1e-9);
+      MetricRecord r;
+      r.step = done;
+      r.add("loss", loss);
+      if (config.model.is_moe() && config.model.moe.aux_loss != AuxLoss::kNone) r.add("aux_loss", aux);
+      r.add("lr", lr);
+      r.add("grad_norm", grad_norm);
+      r.add("tokens_per_s", tps);
+      r.add("mfu", tps * flops_per_token / peak);
+      r.add("step_s", step_timer.seconds());
+      r.add("memory_gb", resident_memory_bytes() / 1e9);
+      if (bad) r.add("skipped", 1.0);
+      for (const MoeStats& s : loads) {  // load balance of the busiest block: max / mean tokens
+        double mx = 0, sum = 0;
+        for (int64_t l : s.load) {
+          mx = std::max(mx, static_cast<double>(l));
+          sum += static_cast<double>(l);
+        }
+        r.add(absl::StrCat("moe", s.block, "_max_load"), sum > 0 ? mx * s.load.size() / sum : 0.0);
+        if (s.dropped > 0) r.add(absl::StrCat("moe", s.block, "_dropped"), static_cast<double>(s.dropped));
+      }
+      LOG(INFO) << format_metric_line(r);
+      metrics.write(r);
+      window.reset();
+      window_tokens = 0;
+    }
+    const bool last = done == tc.steps;
+    if (!eval_batches.empty() && ((tc.eval_every > 0 && done % tc.eval_every == 0) || last)) {
+      MetricRecord e;
+      e.kind = "eval";
+      e.step = done;
+      e.add("eval_loss", evaluate_loss(model, eval_batches));
+      LOG(INFO) << format_metric_line(e);
+      metrics.write(e);
+    }
+    if ((config.checkpoint.every > 0 && done % config.checkpoint.every == 0) || last) RETURN_IF_ERROR(save(done));
+    if (options.stop_after > 0 && steps_this_process >= options.stop_after) {
+      LOG(INFO) << "stopping after " << steps_this_process << " steps (--stop-after)";
+      break;
+    }
+  }
+  LOG(INFO) << "done: results in " << run_dir << " (metrics.jsonl, checkpoints/)";
+  return OkStatus();
+}
+
+StatusOr<LoadedModel> load_model_for_inference(const std::string& path, const std::string& tokenizer_override) {
+  LoadedModel out;
+  if (path.rfind("hf:", 0) == 0) {
+    const std::string dir = path.substr(3);
+    ASSIGN_OR_RETURN(out.config.model, load_hf_config(dir));
+    out.model = std::make_unique<Transformer>(out.config.model, PrecisionConfig{});
+    RETURN_IF_ERROR(load_hf_weights(*out.model, dir));
+    if (!tokenizer_override.empty()) {
+      ASSIGN_OR_RETURN(out.tokenizer, load_tokenizer(tokenizer_override));
+    } else if (fs::exists(fs::path(dir) / "tokenizer.json")) {
+      ASSIGN_OR_RETURN(out.tokenizer, load_tokenizer((fs::path(dir) / "tokenizer.json").string()));
+    }
+    return out;
+  }
+  std::string target = path;
+  // A run directory holds checkpoints/; a checkpoint root holds latest.
+  if (fs::exists(fs::path(path) / "checkpoints" / "latest")) target = (fs::path(path) / "checkpoints").string();
+  ASSIGN_OR_RETURN(std::string dir, resolve_checkpoint(target));
+  ASSIGN_OR_RETURN(Checkpoint ckpt, Checkpoint::open(dir));
+  ASSIGN_OR_RETURN(out.config, parse_experiment_config(ckpt.meta().config_yaml, dir + "/manifest.json (config)"));
+  out.step = ckpt.meta().step;
+  out.model = std::make_unique<Transformer>(out.config.model, out.config.precision);
+  RETURN_IF_ERROR(restore(ckpt, *out.model, nullptr));
+  ASSIGN_OR_RETURN(out.tokenizer,
+                   load_tokenizer(tokenizer_override.empty() ? out.config.data.tokenizer : tokenizer_override));
+  return out;
+}
+
+}  // namespace strata
