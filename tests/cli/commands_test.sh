@@ -75,6 +75,14 @@ if [ "$(printf '%s\n' "$out" | wc -l)" -eq 2 ] && [ "$(printf '%s\n' "$out" | so
 if [ "$(wc -l < "$tmp/tr.jsonl")" -eq 50 ] && [ -z "$(comm -12 <(grep -o '"prompt":"[^"]*"' "$tmp/tr.jsonl" | sort) <(grep -o '"prompt":"[^"]*"' "$tmp/ev.jsonl" | sort))" ]; then
   pass=$((pass + 1)); else echo "FAIL: data gen"; fail=$((fail + 1)); fi
 expect "data gen bad task" 2 "" "$STRATA" data gen sudoku --out "$tmp/x.jsonl"
+expect "data tokenize" 0 "" "$STRATA" data tokenize --input "$tmp/tr.jsonl" --out "$tmp/shards"
+if ls "$tmp/shards"/tokens-*.bin >/dev/null 2>&1; then pass=$((pass + 1)); else echo "FAIL: no shards written"; fail=$((fail + 1)); fi
+
+# NaN/Inf in the loss or gradients: stop names the step; skip goes on without updating.
+nan=(configs/tiny_dense.yaml --set optim.lr=1e25 --set optim.grad_clip=0 --set train.steps=3 --set "train.out_dir=$tmp"
+     --set log.every=1 --set data.seq_len=48 --set model.max_seq_len=48)
+expect "nan_policy stop" 1 "step 1: non-finite loss or gradients" "$STRATA" train "${nan[@]}" --set train.nan_policy=stop --set train.name=nanstop
+expect "nan_policy skip" 0 "skipping the update" "$STRATA" train "${nan[@]}" --set train.nan_policy=skip --set train.name=nanskip
 
 # Resolved config round trip through files, with overrides applied.
 "$STRATA" config print configs/tiny_moe_grpo_countdown.yaml --set grpo.beta=0.04 --out "$tmp/a.yaml"
