@@ -127,6 +127,10 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
   if (config.precision.mode == PrecisionMode::kFp8) {
     return absl::UnimplementedError("precision.mode: fp8 lands with the FP8 issue (#5)");
   }
+  if (config.log.tensorboard) {
+    return absl::UnimplementedError("log.tensorboard: TensorBoard event files are not written yet; "
+                                    "metrics.jsonl and scripts/plot_metrics.py cover the curves");
+  }
   if (tc.device == DeviceChoice::kCuda) {
     return absl::UnimplementedError("train.device: cuda lands with the CUDA backend issue (#11)");
   }
