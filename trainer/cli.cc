@@ -86,7 +86,8 @@ int run_cli(int argc, char** argv) {
   generate->add_option("--tokenizer", g.tokenizer, "char | tokenizer.json (default: the run's)");
   generate->add_flag("--r1-template", g.r1_template, "wrap the prompt in the DeepSeek-R1 template");
   generate->add_option("--prompt-ids", g.prompt_ids, "prompt as token ids, e.g. \"1 2 3\"")->excludes(prompt_opt);
-  generate->add_option("--max-new-tokens", g.max_new_tokens, "tokens to generate")->check(CLI::PositiveNumber);
+  generate->add_option("--max-new-tokens", g.max_new_tokens, "most tokens to generate; 0 = up to the model's max_seq_len")
+      ->check(CLI::NonNegativeNumber);
   generate->add_option("--temperature", g.temperature, "sampling temperature; 0 = greedy")->check(CLI::NonNegativeNumber);
   generate->add_option("--top-k", g.top_k, "sample among the k most likely tokens; 0 = all")->check(CLI::NonNegativeNumber);
   generate->add_option("--top-p", g.top_p, "nucleus mass")->check(CLI::Range(0.0, 1.0));

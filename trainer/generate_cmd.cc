@@ -53,13 +53,15 @@ int run_generate(const GenerateArgs& args) {
       return kExitUsage;
     }
   }
-  if (static_cast<int64_t>(prompt.size()) + args.max_new_tokens > config.max_seq_len) {
+  const int64_t max_new = args.max_new_tokens > 0 ? args.max_new_tokens
+                                                  : config.max_seq_len - static_cast<int64_t>(prompt.size());
+  if (max_new < 1 || static_cast<int64_t>(prompt.size()) + max_new > config.max_seq_len) {
     std::fprintf(stderr, "strata generate: prompt (%zu tokens) + --max-new-tokens (%ld) exceeds the model's %ld positions\n",
-                 prompt.size(), static_cast<long>(args.max_new_tokens), static_cast<long>(config.max_seq_len));
+                 prompt.size(), static_cast<long>(max_new), static_cast<long>(config.max_seq_len));
     return kExitUsage;
   }
   SamplingParams sp;
-  sp.max_new_tokens = args.max_new_tokens;
+  sp.max_new_tokens = max_new;
   sp.temperature = static_cast<float>(args.temperature);
   sp.top_k = args.top_k;
   sp.top_p = static_cast<float>(args.top_p);

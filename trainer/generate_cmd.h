@@ -13,7 +13,7 @@ struct GenerateArgs {
   std::string tokenizer;    // override: char | tokenizer.json
   std::string prompt;       // text (needs a tokenizer)
   std::string prompt_ids;   // "1 2 3" or "1,2,3"
-  int64_t max_new_tokens = 32;
+  int64_t max_new_tokens = 0;  // 0 = up to the model's max_seq_len
   double temperature = 1.0;
   int64_t top_k = 0;
   double top_p = 1.0;
