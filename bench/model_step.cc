@@ -21,19 +21,6 @@
 namespace strata {
 namespace {
 
-double measure_sgemm_peak() {
-  const int64_t n = 1024;
-  std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n);
-  gemm_f32(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);  // warm-up
-  double best = 0;
-  for (int r = 0; r < 5; ++r) {
-    Timer t;
-    gemm_f32(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
-    best = std::max(best, 2.0 * n * n * n / t.seconds());
-  }
-  return best;
-}
-
 struct Result {
   double tokens_per_s, gflops, mfu;
 };
@@ -80,7 +67,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
   }
   set_blas_threads(threads);
-  const double peak = measure_sgemm_peak();
+  const double peak = measure_sgemm_peak_flops();
 
   ModelConfig dense;
   dense.arch = ModelArch::kLlama;

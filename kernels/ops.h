@@ -58,6 +58,10 @@ void gemm(const Tensor& A, bool trans_a, const Tensor& B, bool trans_b, Tensor& 
 void set_blas_threads(int n);  // n >= 1
 int blas_threads();
 
+// The fp32 GEMM rate this machine reaches with the current BLAS thread count (best of a few
+// 1024^3 sgemms, in FLOP/s): the denominator of MFU on CPU, shared by the trainer and benchmarks.
+double measure_sgemm_peak_flops();
+
 // ---- elementwise (all arrays: (n,)) ------------------------------------------------------------
 
 void fill_f32(float* out, float value, int64_t n);                    // out = value

@@ -11,8 +11,6 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_format.h"
-#include "core/timer.h"
-#include "kernels/ops.h"
 
 namespace strata {
 
@@ -93,19 +91,6 @@ int64_t resident_memory_bytes() {
   int64_t size = 0, resident = 0;
   if (!(in >> size >> resident)) return 0;
   return resident * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
-}
-
-double measure_sgemm_peak_flops() {
-  const int64_t n = 1024;
-  std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n);
-  gemm_f32(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
-  double best = 0;
-  for (int r = 0; r < 3; ++r) {
-    Timer t;
-    gemm_f32(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
-    best = std::max(best, 2.0 * n * n * n / t.seconds());
-  }
-  return best;
 }
 
 }  // namespace strata

@@ -39,8 +39,4 @@ std::string format_metric_line(const MetricRecord& r);
 // Resident memory of this process in bytes (from /proc/self/statm); 0 when unknown.
 int64_t resident_memory_bytes();
 
-// The single-precision GEMM rate this machine reaches (best of a few 1024^3 sgemms), the
-// denominator of MFU on CPU.
-double measure_sgemm_peak_flops();
-
 }  // namespace strata

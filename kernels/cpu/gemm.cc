@@ -1,5 +1,6 @@
 // CPU GEMM: gemm_f32 over OpenBLAS's cblas_sgemm, the double-accumulating reference it is tested
-// against, the Tensor convenience overload, and the BLAS thread-count knob (kernels/ops.h).
+// against, the Tensor convenience overload, the BLAS thread-count knob and the peak-rate
+// measurement MFU divides by (kernels/ops.h).
 //
 // The degenerate cases are handled here rather than passed to OpenBLAS: cblas_sgemm rejects
 // lda = 0 (through xerbla, which prints and carries on), and a K = 0 or alpha = 0 product must
@@ -7,6 +8,8 @@
 #include <cblas.h>  // cblas_sgemm, openblas_set_num_threads, openblas_get_num_threads
 
 #include <algorithm>
+#include <chrono>
+#include <vector>
 
 #include "core/check.h"
 #include "kernels/ops.h"
@@ -128,5 +131,19 @@ void set_blas_threads(int n) {
 }
 
 int blas_threads() { return openblas_get_num_threads(); }
+
+double measure_sgemm_peak_flops() {
+  const int64_t n = 1024;
+  std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n);
+  gemm_f32(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);  // warm-up
+  double best = 0;
+  for (int r = 0; r < 3; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    gemm_f32(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, 2.0 * n * n * n / s);
+  }
+  return best;
+}
 
 }  // namespace strata
