@@ -9,7 +9,6 @@
 namespace strata {
 namespace {
 
-Tensor f32(int64_t rows, int64_t cols) { return Tensor::empty({rows, cols}, DType::kF32); }
 Tensor i32(int64_t n) { return Tensor::empty({n}, DType::kI32); }
 
 // bias (n,) += column sums of dy (rows, n).
@@ -39,8 +38,8 @@ void project_qkv(Attention& a, AttentionSaved* s, float* q, float* k, float* v, 
     float* q_rstd;
     float* k_rstd;
     if (s) {
-      s->q_raw = f32(N, qd);
-      s->k_raw = f32(N, kd);
+      s->q_raw = f32_matrix(N, qd);
+      s->k_raw = f32_matrix(N, kd);
       copy_f32(s->q_raw.f32(), q, N * qd);
       copy_f32(s->k_raw.f32(), k, N * kd);
       s->q_rstd = Tensor::empty({N * a.Hq}, DType::kF32);
@@ -107,18 +106,18 @@ void attention_forward(Attention& a, AttentionSaved& s, float* out, const float*
   const int64_t N = B * T, qd = a.Hq * a.D, kd = a.Hkv * a.D;
   s.B = B;
   s.T = T;
-  s.x = f32(N, a.C);
+  s.x = f32_matrix(N, a.C);
   copy_f32(s.x.f32(), x, N * a.C);
   s.pos = i32(N);
   std::memcpy(s.pos.data<int32_t>(), pos, static_cast<size_t>(N) * sizeof(int32_t));
   s.key_start = Tensor::zeros({B}, DType::kI32);
   if (key_start) std::memcpy(s.key_start.data<int32_t>(), key_start, static_cast<size_t>(B) * sizeof(int32_t));
-  s.q = f32(N, qd);
-  s.k = f32(N, kd);
-  s.v = f32(N, kd);
+  s.q = f32_matrix(N, qd);
+  s.k = f32_matrix(N, kd);
+  s.v = f32_matrix(N, kd);
   project_qkv(a, &s, s.q.f32(), s.k.f32(), s.v.f32(), x, pos, N, rope);
   s.rope = &rope;
-  s.att = f32(N, qd);
+  s.att = f32_matrix(N, qd);
   s.lse = Tensor::empty({B, a.Hq, T}, DType::kF32);
   const float scale = 1.0f / std::sqrt(static_cast<float>(a.D));
   attention_forward_f32(s.att.f32(), s.lse.f32(), s.q.f32(), s.k.f32(), s.v.f32(), s.key_start.data<int32_t>(), B, T,
@@ -133,13 +132,13 @@ void attention_backward(Attention& a, AttentionSaved& s, float* dx, const float*
     Tensor dout, dq, dk, dv;
   };
   auto g = std::make_shared<Grads>();
-  g->dout = f32(N, a.C);
+  g->dout = f32_matrix(N, a.C);
   copy_f32(g->dout.f32(), dout, N * a.C);
-  g->dq = f32(N, qd);
-  g->dk = f32(N, kd);
-  g->dv = f32(N, kd);
+  g->dq = f32_matrix(N, qd);
+  g->dk = f32_matrix(N, kd);
+  g->dv = f32_matrix(N, kd);
 
-  Tensor datt = f32(N, qd);
+  Tensor datt = f32_matrix(N, qd);
   a.gemm_o.backward_input(datt.f32(), dout, a.wo.v(), N, qd, a.C);
   wg.add([&a, &s, g, N, qd] { a.gemm_o.backward_weight(a.wo.g(), g->dout.f32(), s.att.f32(), N, qd, a.C); });
 
@@ -163,7 +162,7 @@ void attention_backward(Attention& a, AttentionSaved& s, float* dx, const float*
     bias_backward(a.bv.g(), g->dv.f32(), N, kd);
   }
   a.gemm_q.backward_input(dx, g->dq.f32(), a.wq.v(), N, a.C, qd);
-  Tensor tmp = f32(N, a.C);
+  Tensor tmp = f32_matrix(N, a.C);
   a.gemm_k.backward_input(tmp.f32(), g->dk.f32(), a.wk.v(), N, a.C, kd);
   add_inplace_f32(dx, tmp.f32(), N * a.C);
   a.gemm_v.backward_input(tmp.f32(), g->dv.f32(), a.wv.v(), N, a.C, kd);
@@ -180,7 +179,7 @@ void attention_decode(Attention& a, KVCache& cache, float* out, const float* x, 
   CHECK_EQ(B, cache.B) << "decode batch vs cache";
   CHECK_LE(cache.length + T_new, cache.S_cap) << "KV cache full";
   const int64_t N = B * T_new, qd = a.Hq * a.D, kd = a.Hkv * a.D;
-  Tensor q = f32(N, qd), k = f32(N, kd), v = f32(N, kd);
+  Tensor q = f32_matrix(N, qd), k = f32_matrix(N, kd), v = f32_matrix(N, kd);
   project_qkv(a, nullptr, q.f32(), k.f32(), v.f32(), x, pos, N, rope);
   // Append the new keys and values at [length, length + T_new) of every row.
   for (int64_t b = 0; b < B; ++b) {
@@ -190,7 +189,7 @@ void attention_decode(Attention& a, KVCache& cache, float* out, const float* x, 
     copy_f32(vc, v.f32() + b * T_new * kd, T_new * kd);
   }
   cache.length += T_new;
-  Tensor att = f32(N, qd);
+  Tensor att = f32_matrix(N, qd);
   std::vector<float> lse(static_cast<size_t>(B * a.Hq * T_new));
   const float scale = 1.0f / std::sqrt(static_cast<float>(a.D));
   attention_forward_f32(att.f32(), lse.data(), q.f32(), cache.k.f32(), cache.v.f32(), key_start, B, T_new,

@@ -3,9 +3,6 @@
 #include "kernels/ops.h"
 
 namespace strata {
-namespace {
-Tensor f32(int64_t rows, int64_t cols) { return Tensor::empty({rows, cols}, DType::kF32); }
-}  // namespace
 
 void Block::build(const ModelConfig& config, const PrecisionConfig& precision, int64_t block_index) {
   index = block_index;
@@ -42,16 +39,16 @@ void block_forward(Block& blk, BlockSaved& s, float* y, const float* x, const in
   s.key_start = key_start;
   s.rope = &rope;
   if (s.x.raw() != x) {
-    s.x = f32(N, C);
+    s.x = f32_matrix(N, C);
     copy_f32(s.x.f32(), x, N * C);
   }
-  s.xn1 = f32(N, C);
+  s.xn1 = f32_matrix(N, C);
   s.rstd1 = Tensor::empty({N}, DType::kF32);
   rmsnorm_forward_f32(s.xn1.f32(), s.rstd1.f32(), x, blk.attn_norm.v(), N, C, blk.norm_eps);
-  s.h = f32(N, C);
+  s.h = f32_matrix(N, C);
   attention_forward(blk.attn, s.attn, s.h.f32(), s.xn1.f32(), pos, key_start, B, T, rope);
   add_inplace_f32(s.h.f32(), x, N * C);
-  s.xn2 = f32(N, C);
+  s.xn2 = f32_matrix(N, C);
   s.rstd2 = Tensor::empty({N}, DType::kF32);
   rmsnorm_forward_f32(s.xn2.f32(), s.rstd2.f32(), s.h.f32(), blk.mlp_norm.v(), N, C, blk.norm_eps);
   if (blk.is_moe) {
@@ -80,7 +77,7 @@ void block_backward(Block& blk, BlockSaved& s, float* dx, const float* dy, Weigh
   if (!s.complete) {  // recomputation: the same forward again, now keeping everything
     std::vector<float> aux_dprob = std::move(s.moe.aux_dprob);
     const double aux_weight = s.moe.aux_weight;
-    Tensor y = f32(N, C);
+    Tensor y = f32_matrix(N, C);
     const bool recompute = blk.recompute;
     blk.recompute = false;
     block_forward(blk, s, y.f32(), s.x.f32(), s.pos, s.key_start, s.B, s.T, *s.rope);
@@ -89,7 +86,7 @@ void block_backward(Block& blk, BlockSaved& s, float* dx, const float* dy, Weigh
     s.moe.aux_weight = aux_weight;
   }
   // y = h + ffn(norm2(h)): dh = dy + norm2'(ffn'(dy)).
-  Tensor dxn = f32(N, C), dh = f32(N, C);
+  Tensor dxn = f32_matrix(N, C), dh = f32_matrix(N, C);
   if (blk.is_moe) {
     moe_backward(blk.moe, s.moe, dxn.f32(), dy, wg);
   } else {
@@ -106,7 +103,7 @@ void block_backward(Block& blk, BlockSaved& s, float* dx, const float* dy, Weigh
 void block_decode(Block& blk, KVCache& cache, float* y, const float* x, const int32_t* pos,
                   const int32_t* key_start, int64_t B, int64_t T_new, const RopeTables& rope) {
   const int64_t N = B * T_new, C = blk.attn.C;
-  Tensor xn = f32(N, C), rstd = Tensor::empty({N}, DType::kF32), h = f32(N, C);
+  Tensor xn = f32_matrix(N, C), rstd = Tensor::empty({N}, DType::kF32), h = f32_matrix(N, C);
   rmsnorm_forward_f32(xn.f32(), rstd.f32(), x, blk.attn_norm.v(), N, C, blk.norm_eps);
   attention_decode(blk.attn, cache, h.f32(), xn.f32(), pos, key_start, B, T_new, rope);
   add_inplace_f32(h.f32(), x, N * C);

@@ -12,7 +12,6 @@
 namespace strata {
 namespace {
 
-Tensor f32(int64_t rows, int64_t cols) { return Tensor::empty({rows, cols}, DType::kF32); }
 
 inline float sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
 
@@ -114,13 +113,13 @@ void moe_forward(Moe& m, MoeSaved& s, float* out, const float* x, int64_t B, int
   s.N = N;
   s.B = B;
   s.T = T;
-  s.x = f32(N, C);
+  s.x = f32_matrix(N, C);
   copy_f32(s.x.f32(), x, N * C);
 
   // Route in fp32.
-  Tensor logits = f32(N, E);
+  Tensor logits = f32_matrix(N, E);
   gemm_f32(false, true, N, E, C, 1.0f, x, C, m.router.v(), C, 0.0f, logits.f32(), E);
-  s.probs = f32(N, E);
+  s.probs = f32_matrix(N, E);
   s.topk_idx.assign(static_cast<size_t>(N * K), 0);
   s.topk_w.assign(static_cast<size_t>(N * K), 0.0f);
   moe_route(m, logits.f32(), N, s.probs.f32(), s.topk_idx.data(), s.topk_w.data());
@@ -157,12 +156,12 @@ void moe_forward(Moe& m, MoeSaved& s, float* out, const float* x, int64_t B, int
 
   // Dispatch (gather), run each expert over its block, combine.
   const int64_t M = s.M;
-  s.xe = f32(M, C);
+  s.xe = f32_matrix(M, C);
   for (int64_t j = 0; j < M; ++j) copy_f32(s.xe.f32() + j * C, x + s.slot_token[j] * C, C);
-  s.gate = f32(M, Fe);
-  s.up = f32(M, Fe);
-  s.act = f32(M, Fe);
-  s.ye = f32(M, C);
+  s.gate = f32_matrix(M, Fe);
+  s.up = f32_matrix(M, Fe);
+  s.act = f32_matrix(M, Fe);
+  s.ye = f32_matrix(M, C);
   for (int64_t e = 0; e < E; ++e) {
     const int64_t r0 = s.offsets[e], n = s.offsets[e + 1] - r0;
     if (n == 0) continue;
@@ -178,7 +177,7 @@ void moe_forward(Moe& m, MoeSaved& s, float* out, const float* x, int64_t B, int
   }
 
   if (m.has_shared) {
-    s.shared_y = f32(N, C);
+    s.shared_y = f32_matrix(N, C);
     mlp_forward(m.shared, s.shared, s.shared_y.f32(), x, N);
     s.shared_g.assign(static_cast<size_t>(N), 1.0f);
     if (m.shared_gated) {
@@ -217,7 +216,7 @@ void moe_backward(Moe& m, MoeSaved& s, float* dx, const float* dout, WeightGrads
 
   // Shared experts (and their gate).
   if (m.has_shared) {
-    Tensor dy = f32(N, C), dxs = f32(N, C);
+    Tensor dy = f32_matrix(N, C), dxs = f32_matrix(N, C);
     for (int64_t t = 0; t < N; ++t) {
       const float g = s.shared_g[t];
       for (int64_t c = 0; c < C; ++c) dy.f32()[t * C + c] = g * dout[t * C + c];
@@ -238,7 +237,7 @@ void moe_backward(Moe& m, MoeSaved& s, float* dx, const float* dout, WeightGrads
     Tensor dye, dgate, dup;
   };
   auto g = std::make_shared<Grads>();
-  g->dye = f32(M, C);
+  g->dye = f32_matrix(M, C);
   std::vector<float> dw(static_cast<size_t>(N * K), 0.0f);
   for (int64_t i = 0; i < N * K; ++i) {
     const int32_t j = s.slot_of[i];
@@ -255,9 +254,9 @@ void moe_backward(Moe& m, MoeSaved& s, float* dx, const float* dout, WeightGrads
   }
 
   // Experts' backward, then dispatch's backward (scatter-add to the tokens).
-  g->dgate = f32(M, Fe);
-  g->dup = f32(M, Fe);
-  Tensor dact = f32(M, Fe), dxe = f32(M, C), tmp = f32(M, C);
+  g->dgate = f32_matrix(M, Fe);
+  g->dup = f32_matrix(M, Fe);
+  Tensor dact = f32_matrix(M, Fe), dxe = f32_matrix(M, C), tmp = f32_matrix(M, C);
   for (int64_t e = 0; e < E; ++e) {
     const int64_t r0 = s.offsets[e], n = s.offsets[e + 1] - r0;
     if (n == 0) continue;
@@ -317,7 +316,7 @@ void moe_backward(Moe& m, MoeSaved& s, float* dx, const float* dout, WeightGrads
       }
     }
   }
-  Tensor dlogits = f32(N, E);
+  Tensor dlogits = f32_matrix(N, E);
   if (m.scoring == RouterScoring::kSoftmax) {
     softmax_backward_f32(dlogits.f32(), dp, probs, N, E);
   } else {

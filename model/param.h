@@ -46,6 +46,9 @@ struct ParamRef {
 
 using ParamList = std::vector<ParamRef>;
 
+// An uninitialised fp32 CPU matrix (rows, cols): the activation buffers every layer allocates.
+inline Tensor f32_matrix(int64_t rows, int64_t cols) { return Tensor::empty({rows, cols}, DType::kF32); }
+
 // Fills every parameter from the counter-based RNG keyed by (seed, name, element offset), so any
 // layout and any shard of a tensor starts from the same numbers (REFERENCE.md section 1).
 void init_params(const ParamList& params, uint64_t seed, float init_std);

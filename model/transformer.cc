@@ -6,9 +6,6 @@
 #include "kernels/ops.h"
 
 namespace strata {
-namespace {
-Tensor f32(int64_t rows, int64_t cols) { return Tensor::empty({rows, cols}, DType::kF32); }
-}  // namespace
 
 void Batch::finalize(int64_t vocab_size) {
   const int64_t N = B * T;
@@ -74,7 +71,7 @@ void Transformer::embed(const int32_t* tokens, int64_t N, float* out) const {
 
 void Transformer::head_forward(const float* hidden, int64_t N, float* logits, Activations* acts) {
   const int64_t C = config_.d_model, V = config_.vocab_size;
-  Tensor normed = f32(N, C), rstd = Tensor::empty({N}, DType::kF32);
+  Tensor normed = f32_matrix(N, C), rstd = Tensor::empty({N}, DType::kF32);
   rmsnorm_forward_f32(normed.f32(), rstd.f32(), hidden, final_norm_.v(), N, C, static_cast<float>(config_.norm_eps));
   const float* w = tied_ ? embed_.v() : head_.v();
   gemm_head_.forward(logits, normed.f32(), w, N, C, V);
@@ -91,14 +88,14 @@ double Transformer::forward(const Batch& batch, Activations& acts, double loss_d
   acts.batch = &batch;
   acts.loss_denominator = loss_denominator;
   acts.blocks.resize(blocks_.size());
-  Tensor x = f32(N, C);
+  Tensor x = f32_matrix(N, C);
   if (stage_.has_embedding) {
     embed(batch.tokens.data(), N, x.f32());
   } else {
     CHECK(input != nullptr) << "a stage without the embedding needs its input hidden states";
     copy_f32(x.f32(), input, N * C);
   }
-  Tensor y = f32(N, C);
+  Tensor y = f32_matrix(N, C);
   for (size_t i = 0; i < blocks_.size(); ++i) {
     block_forward(blocks_[i], acts.blocks[i], y.f32(), x.f32(), batch.positions.data(), batch.key_start.data(), B, T,
                   rope_);
@@ -148,7 +145,7 @@ double Transformer::forward(const Batch& batch, Activations& acts, double loss_d
     return 0.0;
   }
   acts.final_in = x;
-  acts.logits = f32(N, V);
+  acts.logits = f32_matrix(N, V);
   acts.lse = Tensor::empty({N}, DType::kF32);
   head_forward(x.f32(), N, acts.logits.f32(), &acts);
   std::vector<float> losses(static_cast<size_t>(N));
@@ -160,13 +157,13 @@ double Transformer::forward(const Batch& batch, Activations& acts, double loss_d
 void Transformer::backward_input(Activations& acts, const float* d_output, float* d_input) {
   const Batch& batch = *acts.batch;
   const int64_t N = batch.B * batch.T, C = config_.d_model, V = config_.vocab_size;
-  Tensor dx = f32(N, C);
+  Tensor dx = f32_matrix(N, C);
   if (stage_.has_head) {
     // Loss -> logits -> head and final norm.
     float* dlogits = acts.logits.f32();
     cross_entropy_backward_f32(dlogits, acts.logits.f32(), batch.targets.data(), acts.lse.f32(),
                                static_cast<float>(1.0 / acts.loss_denominator), N, V);
-    Tensor dnormed = f32(N, C);
+    Tensor dnormed = f32_matrix(N, C);
     const float* w = tied_ ? embed_.v() : head_.v();
     gemm_head_.backward_input(dnormed.f32(), dlogits, w, N, C, V);
     Param* head_param = tied_ ? &embed_ : &head_;
@@ -180,7 +177,7 @@ void Transformer::backward_input(Activations& acts, const float* d_output, float
     CHECK(d_output != nullptr) << "a stage without the head needs the gradient of its output";
     copy_f32(dx.f32(), d_output, N * C);
   }
-  Tensor dprev = f32(N, C);
+  Tensor dprev = f32_matrix(N, C);
   for (size_t i = blocks_.size(); i-- > 0;) {
     block_backward(blocks_[i], acts.blocks[i], dprev.f32(), dx.f32(), acts.weight_grads);
     std::swap(dx, dprev);
@@ -233,7 +230,7 @@ Tensor Transformer::decode(std::vector<KVCache>& caches, const std::vector<int32
   const int64_t N = B * T_new, C = config_.d_model, V = config_.vocab_size;
   CHECK_EQ(static_cast<int64_t>(tokens.size()), N);
   CHECK_EQ(static_cast<int64_t>(positions.size()), N);
-  Tensor x = f32(N, C), y = f32(N, C);
+  Tensor x = f32_matrix(N, C), y = f32_matrix(N, C);
   embed(tokens.data(), N, x.f32());
   const int32_t* ks = key_start.empty() ? nullptr : key_start.data();
   for (size_t i = 0; i < blocks_.size(); ++i) {
@@ -241,12 +238,12 @@ Tensor Transformer::decode(std::vector<KVCache>& caches, const std::vector<int32
     std::swap(x, y);
   }
   if (last_only && T_new > 1) {
-    Tensor last = f32(B, C);
+    Tensor last = f32_matrix(B, C);
     for (int64_t b = 0; b < B; ++b) copy_f32(last.f32() + b * C, x.f32() + ((b + 1) * T_new - 1) * C, C);
     x = last;
   }
   const int64_t rows = last_only ? B : N;
-  Tensor logits = f32(rows, V);
+  Tensor logits = f32_matrix(rows, V);
   head_forward(x.f32(), rows, logits.f32(), nullptr);
   return logits;
 }
