@@ -25,7 +25,7 @@ void add_bias(float* y, const float* b, int64_t rows, int64_t n) {
 void project_qkv(Attention& a, AttentionSaved* s, float* q, float* k, float* v, const float* x,
                  const int32_t* pos, int64_t N, const RopeTables& rope) {
   const int64_t qd = a.Hq * a.D, kd = a.Hkv * a.D;
-  a.gemm_q.forward(q, x, a.wq.v(), N, a.C, qd);
+  a.gemm_q.forward(q, x, a.wq.v(), N, a.C, qd, s ? &s->x : nullptr);
   a.gemm_k.forward(k, x, a.wk.v(), N, a.C, kd);
   a.gemm_v.forward(v, x, a.wv.v(), N, a.C, kd);
   if (a.qkv_bias) {
@@ -61,7 +61,7 @@ void project_qkv(Attention& a, AttentionSaved* s, float* q, float* k, float* v, 
 
 }  // namespace
 
-void Attention::build(const ModelConfig& config, const PrecisionConfig& precision) {
+void Attention::build(const ModelConfig& config, const LinearPolicy& policy, const std::string& prefix) {
   C = config.d_model;
   Hq = config.n_heads;
   Hkv = config.n_kv_heads;
@@ -82,7 +82,14 @@ void Attention::build(const ModelConfig& config, const PrecisionConfig& precisio
     q_norm.allocate({D});
     k_norm.allocate({D});
   }
-  gemm_q = gemm_k = gemm_v = gemm_o = LinearGemm(precision, "attention_proj");
+  gemm_q = policy.make("attention_proj", prefix + "wq");
+  gemm_k = policy.make("attention_proj", prefix + "wk");
+  gemm_v = policy.make("attention_proj", prefix + "wv");
+  gemm_o = policy.make("attention_proj", prefix + "wo");
+}
+
+void Attention::linear_gemms(std::vector<LinearGemm*>& out) {
+  for (LinearGemm* g : {&gemm_q, &gemm_k, &gemm_v, &gemm_o}) out.push_back(g);
 }
 
 void Attention::collect(ParamList& out, const std::string& prefix) {
@@ -106,8 +113,6 @@ void attention_forward(Attention& a, AttentionSaved& s, float* out, const float*
   const int64_t N = B * T, qd = a.Hq * a.D, kd = a.Hkv * a.D;
   s.B = B;
   s.T = T;
-  s.x = f32_matrix(N, a.C);
-  copy_f32(s.x.f32(), x, N * a.C);
   s.pos = i32(N);
   std::memcpy(s.pos.data<int32_t>(), pos, static_cast<size_t>(N) * sizeof(int32_t));
   s.key_start = Tensor::zeros({B}, DType::kI32);
@@ -168,9 +173,9 @@ void attention_backward(Attention& a, AttentionSaved& s, float* dx, const float*
   a.gemm_v.backward_input(tmp.f32(), g->dv.f32(), a.wv.v(), N, a.C, kd);
   add_inplace_f32(dx, tmp.f32(), N * a.C);
   wg.add([&a, &s, g, N, qd, kd] {
-    a.gemm_q.backward_weight(a.wq.g(), g->dq.f32(), s.x.f32(), N, a.C, qd);
-    a.gemm_k.backward_weight(a.wk.g(), g->dk.f32(), s.x.f32(), N, a.C, kd);
-    a.gemm_v.backward_weight(a.wv.g(), g->dv.f32(), s.x.f32(), N, a.C, kd);
+    a.gemm_q.backward_weight(a.wq.g(), g->dq.f32(), s.x, N, a.C, qd);
+    a.gemm_k.backward_weight(a.wk.g(), g->dk.f32(), s.x, N, a.C, kd);
+    a.gemm_v.backward_weight(a.wv.g(), g->dv.f32(), s.x, N, a.C, kd);
   });
 }
 

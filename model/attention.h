@@ -33,13 +33,15 @@ struct Attention {
   Param k_norm;  // (D,)      when qk_norm
   LinearGemm gemm_q, gemm_k, gemm_v, gemm_o;
 
-  void build(const ModelConfig& config, const PrecisionConfig& precision);
+  // prefix: the global name of this module's parameters, e.g. "layers.3.attn.".
+  void build(const ModelConfig& config, const LinearPolicy& policy, const std::string& prefix);
+  void linear_gemms(std::vector<LinearGemm*>& out);
   void collect(ParamList& out, const std::string& prefix);
 };
 
 // Activations one forward keeps for its backward.
 struct AttentionSaved {
-  Tensor x;             // (N, C) the input (already normalised by the block)
+  SavedInput x;         // (N, C) the input (already normalised by the block), for the q/k/v weight gradients
   Tensor q_raw, k_raw;  // (N, Hq*D), (N, Hkv*D) projections before q/k norm (when qk_norm)
   Tensor q_rstd, k_rstd;  // (N*Hq,), (N*Hkv,)
   Tensor q, k, v;       // (N, Hq*D), (N, Hkv*D), (N, Hkv*D) after norm and RoPE: what the core saw

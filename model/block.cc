@@ -4,18 +4,28 @@
 
 namespace strata {
 
-void Block::build(const ModelConfig& config, const PrecisionConfig& precision, int64_t block_index) {
+void Block::build(const ModelConfig& config, const LinearPolicy& policy, int64_t block_index) {
+  const std::string prefix = "layers." + std::to_string(block_index) + ".";
   index = block_index;
   is_moe = config.is_moe_block(block_index);
   recompute = config.recompute == Recompute::kFull;
   norm_eps = static_cast<float>(config.norm_eps);
   attn_norm.allocate({config.d_model});
   mlp_norm.allocate({config.d_model});
-  attn.build(config, precision);
+  attn.build(config, policy, prefix + "attn.");
   if (is_moe) {
-    moe.build(config, precision);
+    moe.build(config, policy, prefix + "moe.");
   } else {
-    mlp.build(config.d_model, config.ffn_hidden, precision, "mlp");
+    mlp.build(config.d_model, config.ffn_hidden, policy, "mlp", prefix + "mlp.");
+  }
+}
+
+void Block::linear_gemms(std::vector<LinearGemm*>& out) {
+  attn.linear_gemms(out);
+  if (is_moe) {
+    moe.linear_gemms(out);
+  } else {
+    mlp.linear_gemms(out);
   }
 }
 
@@ -42,24 +52,23 @@ void block_forward(Block& blk, BlockSaved& s, float* y, const float* x, const in
     s.x = f32_matrix(N, C);
     copy_f32(s.x.f32(), x, N * C);
   }
-  s.xn1 = f32_matrix(N, C);
+  Tensor xn = f32_matrix(N, C);  // norm outputs: the layers keep what their backward needs of them
   s.rstd1 = Tensor::empty({N}, DType::kF32);
-  rmsnorm_forward_f32(s.xn1.f32(), s.rstd1.f32(), x, blk.attn_norm.v(), N, C, blk.norm_eps);
+  rmsnorm_forward_f32(xn.f32(), s.rstd1.f32(), x, blk.attn_norm.v(), N, C, blk.norm_eps);
   s.h = f32_matrix(N, C);
-  attention_forward(blk.attn, s.attn, s.h.f32(), s.xn1.f32(), pos, key_start, B, T, rope);
+  attention_forward(blk.attn, s.attn, s.h.f32(), xn.f32(), pos, key_start, B, T, rope);
   add_inplace_f32(s.h.f32(), x, N * C);
-  s.xn2 = f32_matrix(N, C);
   s.rstd2 = Tensor::empty({N}, DType::kF32);
-  rmsnorm_forward_f32(s.xn2.f32(), s.rstd2.f32(), s.h.f32(), blk.mlp_norm.v(), N, C, blk.norm_eps);
+  rmsnorm_forward_f32(xn.f32(), s.rstd2.f32(), s.h.f32(), blk.mlp_norm.v(), N, C, blk.norm_eps);
   if (blk.is_moe) {
-    moe_forward(blk.moe, s.moe, y, s.xn2.f32(), B, T);
+    moe_forward(blk.moe, s.moe, y, xn.f32(), B, T);
   } else {
-    mlp_forward(blk.mlp, s.mlp, y, s.xn2.f32(), N);
+    mlp_forward(blk.mlp, s.mlp, y, xn.f32(), N);
   }
   add_inplace_f32(y, s.h.f32(), N * C);
   s.complete = true;
   if (blk.recompute) {  // keep the input (and the MoE statistics); rebuild the rest in backward
-    s.xn1 = s.rstd1 = s.h = s.xn2 = s.rstd2 = Tensor();
+    s.rstd1 = s.h = s.rstd2 = Tensor();
     s.attn = AttentionSaved();
     s.mlp = MlpSaved();
     MoeSaved kept;

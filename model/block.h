@@ -25,16 +25,17 @@ struct Block {
   Mlp mlp;  // dense blocks
   Moe moe;  // MoE blocks
 
-  void build(const ModelConfig& config, const PrecisionConfig& precision, int64_t block_index);
+  void build(const ModelConfig& config, const LinearPolicy& policy, int64_t block_index);
+  void linear_gemms(std::vector<LinearGemm*>& out);
   void collect(ParamList& out, const std::string& prefix);
 };
 
 struct BlockSaved {
   Tensor x;                 // (N, C) block input
-  Tensor xn1, rstd1;        // (N, C), (N,) attention-norm output and statistics
+  Tensor rstd1;             // (N,) attention-norm statistics (its output is saved by attn)
   AttentionSaved attn;
   Tensor h;                 // (N, C) after the attention residual
-  Tensor xn2, rstd2;        // (N, C), (N,)
+  Tensor rstd2;             // (N,) MLP-norm statistics (its output is saved by mlp / moe)
   MlpSaved mlp;
   MoeSaved moe;
   const int32_t* pos = nullptr;        // (N,) the batch's positions (owned by the Batch)

@@ -393,6 +393,7 @@ Status load_hf_weights(Transformer& model, const std::string& dir) {
           absl::StrCat(dir, ": tensors this model does not use: ", absl::StrJoin(unknown, ", ")));
     }
   }
+  model.mark_weights_changed();
   return OkStatus();
 }
 

@@ -21,15 +21,18 @@ struct Mlp {
   Param w_down;  // (C, F)
   LinearGemm gemm_gate, gemm_up, gemm_down;
 
-  void build(int64_t d_model, int64_t hidden, const PrecisionConfig& precision, const std::string& module_kind);
+  // prefix: the global name of this module's parameters, e.g. "layers.3.mlp.".
+  void build(int64_t d_model, int64_t hidden, const LinearPolicy& policy, const std::string& module_kind,
+             const std::string& prefix);
+  void linear_gemms(std::vector<LinearGemm*>& out);
   void collect(ParamList& out, const std::string& prefix);
 };
 
 struct MlpSaved {
-  Tensor x;     // (N, C)
-  Tensor gate;  // (N, F) gate(x)
-  Tensor up;    // (N, F) up(x)
-  Tensor act;   // (N, F) silu(gate) * up, input of down
+  SavedInput x;    // (N, C) input of gate and up
+  Tensor gate;     // (N, F) gate(x)
+  Tensor up;       // (N, F) up(x)
+  SavedInput act;  // (N, F) silu(gate) * up, input of down
   int64_t N = 0;
 };
 

@@ -27,7 +27,7 @@ void top_k(const float* v, int64_t n, int64_t k, int32_t* out) {
 
 }  // namespace
 
-void Moe::build(const ModelConfig& config, const PrecisionConfig& precision) {
+void Moe::build(const ModelConfig& config, const LinearPolicy& policy, const std::string& prefix) {
   const MoeConfig& mc = config.moe;
   C = config.d_model;
   E = mc.n_experts;
@@ -46,11 +46,30 @@ void Moe::build(const ModelConfig& config, const PrecisionConfig& precision) {
   w_gate.allocate({E, Fe, C});
   w_up.allocate({E, Fe, C});
   w_down.allocate({E, C, Fe});
-  gemm_gate = gemm_up = gemm_down = LinearGemm(precision, "experts");
+  gemm_router = policy.make("router", prefix + "router");
+  gemm_gate.clear();
+  gemm_up.clear();
+  gemm_down.clear();
+  for (int64_t e = 0; e < E; ++e) {
+    const std::string ex = prefix + "experts." + std::to_string(e) + ".";
+    gemm_gate.push_back(policy.make("experts", ex + "w_gate"));
+    gemm_up.push_back(policy.make("experts", ex + "w_up"));
+    gemm_down.push_back(policy.make("experts", ex + "w_down"));
+  }
   has_shared = mc.n_shared_experts > 0;
   shared_gated = mc.shared_expert_gate;
-  if (has_shared) shared.build(C, config.resolved_shared_ffn_hidden(), precision, "shared_experts");
+  if (has_shared) shared.build(C, config.resolved_shared_ffn_hidden(), policy, "shared_experts", prefix + "shared.");
   if (shared_gated) shared_gate.allocate({1, C});
+}
+
+void Moe::linear_gemms(std::vector<LinearGemm*>& out) {
+  out.push_back(&gemm_router);
+  for (int64_t e = 0; e < E; ++e) {
+    out.push_back(&gemm_gate[e]);
+    out.push_back(&gemm_up[e]);
+    out.push_back(&gemm_down[e]);
+  }
+  if (has_shared) shared.linear_gemms(out);
 }
 
 void Moe::collect(ParamList& out, const std::string& prefix) {
@@ -118,7 +137,7 @@ void moe_forward(Moe& m, MoeSaved& s, float* out, const float* x, int64_t B, int
 
   // Route in fp32.
   Tensor logits = f32_matrix(N, E);
-  gemm_f32(false, true, N, E, C, 1.0f, x, C, m.router.v(), C, 0.0f, logits.f32(), E);
+  m.gemm_router.forward(logits.f32(), x, m.router.v(), N, C, E);
   s.probs = f32_matrix(N, E);
   s.topk_idx.assign(static_cast<size_t>(N * K), 0);
   s.topk_w.assign(static_cast<size_t>(N * K), 0.0f);
@@ -156,19 +175,20 @@ void moe_forward(Moe& m, MoeSaved& s, float* out, const float* x, int64_t B, int
 
   // Dispatch (gather), run each expert over its block, combine.
   const int64_t M = s.M;
-  s.xe = f32_matrix(M, C);
-  for (int64_t j = 0; j < M; ++j) copy_f32(s.xe.f32() + j * C, x + s.slot_token[j] * C, C);
+  Tensor xe = f32_matrix(M, C), act = f32_matrix(M, Fe);
+  for (int64_t j = 0; j < M; ++j) copy_f32(xe.f32() + j * C, x + s.slot_token[j] * C, C);
   s.gate = f32_matrix(M, Fe);
   s.up = f32_matrix(M, Fe);
-  s.act = f32_matrix(M, Fe);
   s.ye = f32_matrix(M, C);
+  s.xe.assign(static_cast<size_t>(E), SavedInput());
+  s.act.assign(static_cast<size_t>(E), SavedInput());
   for (int64_t e = 0; e < E; ++e) {
     const int64_t r0 = s.offsets[e], n = s.offsets[e + 1] - r0;
     if (n == 0) continue;
-    m.gemm_gate.forward(s.gate.f32() + r0 * Fe, s.xe.f32() + r0 * C, m.w_gate.v() + e * Fe * C, n, C, Fe);
-    m.gemm_up.forward(s.up.f32() + r0 * Fe, s.xe.f32() + r0 * C, m.w_up.v() + e * Fe * C, n, C, Fe);
-    swiglu_forward_f32(s.act.f32() + r0 * Fe, s.gate.f32() + r0 * Fe, s.up.f32() + r0 * Fe, n * Fe);
-    m.gemm_down.forward(s.ye.f32() + r0 * C, s.act.f32() + r0 * Fe, m.w_down.v() + e * C * Fe, n, Fe, C);
+    m.gemm_gate[e].forward(s.gate.f32() + r0 * Fe, xe.f32() + r0 * C, m.w_gate.v() + e * Fe * C, n, C, Fe, &s.xe[e]);
+    m.gemm_up[e].forward(s.up.f32() + r0 * Fe, xe.f32() + r0 * C, m.w_up.v() + e * Fe * C, n, C, Fe);
+    swiglu_forward_f32(act.f32() + r0 * Fe, s.gate.f32() + r0 * Fe, s.up.f32() + r0 * Fe, n * Fe);
+    m.gemm_down[e].forward(s.ye.f32() + r0 * C, act.f32() + r0 * Fe, m.w_down.v() + e * C * Fe, n, Fe, C, &s.act[e]);
   }
   fill_f32(out, 0.0f, N * C);
   for (int64_t i = 0; i < N * K; ++i) {
@@ -260,20 +280,20 @@ void moe_backward(Moe& m, MoeSaved& s, float* dx, const float* dout, WeightGrads
   for (int64_t e = 0; e < E; ++e) {
     const int64_t r0 = s.offsets[e], n = s.offsets[e + 1] - r0;
     if (n == 0) continue;
-    m.gemm_down.backward_input(dact.f32() + r0 * Fe, g->dye.f32() + r0 * C, m.w_down.v() + e * C * Fe, n, Fe, C);
+    m.gemm_down[e].backward_input(dact.f32() + r0 * Fe, g->dye.f32() + r0 * C, m.w_down.v() + e * C * Fe, n, Fe, C);
     swiglu_backward_f32(g->dgate.f32() + r0 * Fe, g->dup.f32() + r0 * Fe, dact.f32() + r0 * Fe,
                         s.gate.f32() + r0 * Fe, s.up.f32() + r0 * Fe, n * Fe);
-    m.gemm_gate.backward_input(dxe.f32() + r0 * C, g->dgate.f32() + r0 * Fe, m.w_gate.v() + e * Fe * C, n, C, Fe);
-    m.gemm_up.backward_input(tmp.f32() + r0 * C, g->dup.f32() + r0 * Fe, m.w_up.v() + e * Fe * C, n, C, Fe);
+    m.gemm_gate[e].backward_input(dxe.f32() + r0 * C, g->dgate.f32() + r0 * Fe, m.w_gate.v() + e * Fe * C, n, C, Fe);
+    m.gemm_up[e].backward_input(tmp.f32() + r0 * C, g->dup.f32() + r0 * Fe, m.w_up.v() + e * Fe * C, n, C, Fe);
     add_inplace_f32(dxe.f32() + r0 * C, tmp.f32() + r0 * C, n * C);
   }
   wg.add([&m, &s, g, E, C, Fe] {
     for (int64_t e = 0; e < E; ++e) {
       const int64_t r0 = s.offsets[e], n = s.offsets[e + 1] - r0;
       if (n == 0) continue;
-      m.gemm_down.backward_weight(m.w_down.g() + e * C * Fe, g->dye.f32() + r0 * C, s.act.f32() + r0 * Fe, n, Fe, C);
-      m.gemm_gate.backward_weight(m.w_gate.g() + e * Fe * C, g->dgate.f32() + r0 * Fe, s.xe.f32() + r0 * C, n, C, Fe);
-      m.gemm_up.backward_weight(m.w_up.g() + e * Fe * C, g->dup.f32() + r0 * Fe, s.xe.f32() + r0 * C, n, C, Fe);
+      m.gemm_down[e].backward_weight(m.w_down.g() + e * C * Fe, g->dye.f32() + r0 * C, s.act[e], n, Fe, C);
+      m.gemm_gate[e].backward_weight(m.w_gate.g() + e * Fe * C, g->dgate.f32() + r0 * Fe, s.xe[e], n, C, Fe);
+      m.gemm_up[e].backward_weight(m.w_up.g() + e * Fe * C, g->dup.f32() + r0 * Fe, s.xe[e], n, C, Fe);
     }
   });
   for (int64_t j = 0; j < M; ++j) add_inplace_f32(dx + s.slot_token[j] * C, dxe.f32() + j * C, C);
@@ -322,11 +342,11 @@ void moe_backward(Moe& m, MoeSaved& s, float* dx, const float* dout, WeightGrads
   } else {
     for (int64_t i = 0; i < N * E; ++i) dlogits.f32()[i] = dp[i] * probs[i] * (1.0f - probs[i]);
   }
-  gemm_f32(false, false, N, C, E, 1.0f, dlogits.f32(), E, m.router.v(), C, 1.0f, dx, C);
+  Tensor dx_router = f32_matrix(N, C);
+  m.gemm_router.backward_input(dx_router.f32(), dlogits.f32(), m.router.v(), N, C, E);
+  add_inplace_f32(dx, dx_router.f32(), N * C);
   auto dl = std::make_shared<Tensor>(dlogits);
-  wg.add([&m, &s, dl, N, C, E] {
-    gemm_f32(true, false, E, C, N, 1.0f, dl->f32(), E, s.x.f32(), C, 1.0f, m.router.g(), C);
-  });
+  wg.add([&m, &s, dl, N, C, E] { m.gemm_router.backward_weight(m.router.g(), dl->f32(), s.x.f32(), N, C, E); });
 }
 
 void moe_update_bias(Moe& m, const std::vector<int64_t>& load, float gamma) {

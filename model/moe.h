@@ -41,13 +41,16 @@ struct Moe {
   Param w_gate;       // (E, Fe, C)
   Param w_up;         // (E, Fe, C)
   Param w_down;       // (E, C, Fe)
-  LinearGemm gemm_gate, gemm_up, gemm_down;
+  LinearGemm gemm_router;                                // fp32 unless fp8 is asked for it
+  std::vector<LinearGemm> gemm_gate, gemm_up, gemm_down;  // (E,) one per expert: per-expert fp8 state
 
   bool has_shared = false, shared_gated = false;
   Mlp shared;          // (Fs = shared hidden)
   Param shared_gate;   // (1, C) when shared_gated
 
-  void build(const ModelConfig& config, const PrecisionConfig& precision);
+  // prefix: the global name of this module's parameters, e.g. "layers.3.moe.".
+  void build(const ModelConfig& config, const LinearPolicy& policy, const std::string& prefix);
+  void linear_gemms(std::vector<LinearGemm*>& out);
   void collect(ParamList& out, const std::string& prefix);
 };
 
@@ -60,7 +63,8 @@ struct MoeSaved {
   std::vector<int32_t> slot_of;        // (N, K) dispatched slot, -1 when dropped by capacity
   std::vector<int32_t> slot_token;     // (M,) token of each slot, grouped by expert
   std::vector<int64_t> offsets;        // (E + 1,) slot range of each expert
-  Tensor xe, gate, up, act, ye;        // (M, C), (M, Fe) x3, (M, C)
+  Tensor gate, up, ye;                 // (M, Fe) x2, (M, C) each expert's block of rows
+  std::vector<SavedInput> xe, act;     // (E,) each expert's inputs of gate/up (n_e, C) and down (n_e, Fe)
   MlpSaved shared;
   Tensor shared_y;                     // (N, C) shared-expert output before the gate
   std::vector<float> shared_g;         // (N,) sigmoid gate values

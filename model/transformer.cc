@@ -31,6 +31,41 @@ int64_t Batch::n_targets() const {
   return n;
 }
 
+namespace {
+
+int64_t tensor_bytes(std::initializer_list<const Tensor*> ts) {
+  int64_t n = 0;
+  for (const Tensor* t : ts) n += t->defined() ? static_cast<int64_t>(t->nbytes()) : 0;
+  return n;
+}
+
+template <typename T>
+int64_t vector_bytes(const std::vector<T>& v) {
+  return static_cast<int64_t>(v.size() * sizeof(T));
+}
+
+int64_t mlp_bytes(const MlpSaved& s) { return s.x.bytes() + s.act.bytes() + tensor_bytes({&s.gate, &s.up}); }
+
+}  // namespace
+
+int64_t activation_bytes(const Activations& acts) {
+  int64_t n = tensor_bytes({&acts.final_in, &acts.final_rstd, &acts.final_out, &acts.logits, &acts.lse});
+  for (const BlockSaved& b : acts.blocks) {
+    n += tensor_bytes({&b.x, &b.rstd1, &b.h, &b.rstd2});
+    const AttentionSaved& a = b.attn;
+    n += a.x.bytes() + tensor_bytes({&a.q_raw, &a.k_raw, &a.q_rstd, &a.k_rstd, &a.q, &a.k, &a.v, &a.att, &a.lse,
+                                     &a.pos, &a.key_start});
+    n += mlp_bytes(b.mlp);
+    const MoeSaved& m = b.moe;
+    n += tensor_bytes({&m.x, &m.probs, &m.gate, &m.up, &m.ye, &m.shared_y}) + mlp_bytes(m.shared);
+    n += vector_bytes(m.topk_idx) + vector_bytes(m.topk_w) + vector_bytes(m.slot_of) + vector_bytes(m.slot_token) +
+         vector_bytes(m.shared_g);
+    for (const SavedInput& s : m.xe) n += s.bytes();
+    for (const SavedInput& s : m.act) n += s.bytes();
+  }
+  return n;
+}
+
 Transformer::Transformer(const ModelConfig& config, const PrecisionConfig& precision, StageSpec stage)
     : config_(config), stage_(stage) {
   if (stage_.last_block < 0) stage_.last_block = config.n_layers;
@@ -42,11 +77,12 @@ Transformer::Transformer(const ModelConfig& config, const PrecisionConfig& preci
   // A tied head on a stage without the embedding keeps its own copy (reduced between stages).
   if (stage_.has_embedding || (tied_ && stage_.has_head)) embed_.allocate({V, C});
   blocks_.resize(static_cast<size_t>(stage_.last_block - stage_.first_block));
-  for (size_t i = 0; i < blocks_.size(); ++i) blocks_[i].build(config, precision, stage_.first_block + i);
+  const LinearPolicy policy{precision, &weights_epoch_};
+  for (size_t i = 0; i < blocks_.size(); ++i) blocks_[i].build(config, policy, stage_.first_block + i);
   if (stage_.has_head) {
     final_norm_.allocate({C});
     if (!tied_) head_.allocate({V, C});
-    gemm_head_ = LinearGemm(precision, "head");
+    gemm_head_ = policy.make("head", tied_ ? "embed" : "head");
   }
   if (embed_.defined()) params_.push_back({"embed", &embed_, ParamKind::kEmbedding});
   for (Block& b : blocks_) b.collect(params_, "layers." + std::to_string(b.index) + ".");
@@ -62,7 +98,17 @@ Param* Transformer::find_param(const std::string& name) const {
   return nullptr;
 }
 
-void Transformer::init(uint64_t seed) { init_params(params_, seed, static_cast<float>(config_.init_std)); }
+void Transformer::init(uint64_t seed) {
+  init_params(params_, seed, static_cast<float>(config_.init_std));
+  mark_weights_changed();
+}
+
+std::vector<LinearGemm*> Transformer::linear_gemms() {
+  std::vector<LinearGemm*> out;
+  for (Block& b : blocks_) b.linear_gemms(out);
+  if (stage_.has_head) out.push_back(&gemm_head_);
+  return out;
+}
 
 void Transformer::embed(const int32_t* tokens, int64_t N, float* out) const {
   const int64_t C = config_.d_model;

@@ -59,6 +59,10 @@ struct Activations {
   WeightGrads weight_grads;
 };
 
+// Bytes one micro-batch's forward keeps for its backward (the activation memory of a step is
+// this times the micro-batches alive at once); fp8.cache_activations shrinks it.
+int64_t activation_bytes(const Activations& acts);
+
 // Router statistics of one MoE block in one forward, for logging and balancing.
 struct MoeStats {
   int64_t block = 0;
@@ -93,6 +97,12 @@ class Transformer {
     backward_weight(acts);
   }
 
+  // Every LinearGemm of this stage, in a fixed order (FP8 scaling state, checkpoints).
+  std::vector<LinearGemm*> linear_gemms();
+  // Whoever changes parameter values (optimizer step, loading, tests poking weights) calls this:
+  // LinearGemms reuse their low-precision weight copies only while the epoch is unchanged.
+  void mark_weights_changed() { ++weights_epoch_; }
+
   // Logits (B*T, V) of a full forward without keeping activations (evaluation, tests).
   Tensor logits(const Batch& batch);
 
@@ -125,6 +135,7 @@ class Transformer {
   Param head_;        // (V, C); unused when tied
   LinearGemm gemm_head_;
   bool tied_ = false;
+  int64_t weights_epoch_ = 0;  // see mark_weights_changed(); LinearGemms hold a pointer to it
   ParamList params_;
 };
 

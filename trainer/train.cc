@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "core/timer.h"
 #include "kernels/ops.h"
+#include "kernels/precision/scaling.h"
 #include "model/flops.h"
 #include "model/hf.h"
 #include "optim/schedule.h"
@@ -82,6 +83,22 @@ Status restore(const Checkpoint& ckpt, Transformer& model, AdamW* optimizer) {
       f32_to_bf16_n(tmp.data(), dst->data<uint16_t>(), tmp.size());
     }
   }
+  model.mark_weights_changed();
+  // FP8 amax histories: a checkpoint from another precision has none; those start empty.
+  int64_t missing = 0;
+  RETURN_IF_ERROR(fp8_load_state(model.linear_gemms(), [&](const std::string& name) -> StatusOr<Tensor> {
+    if (!ckpt.has_tensor(name)) {
+      ++missing;
+      return Tensor();
+    }
+    std::vector<int64_t> shape = ckpt.global_shape(name);
+    Shape s;
+    for (int64_t d : shape) s.push_back(d);
+    Tensor t = Tensor::zeros(s, DType::kF32);
+    RETURN_IF_ERROR(ckpt.read_flat(name, 0, t.numel(), t.f32()));
+    return t;
+  }));
+  if (missing > 0) LOG(WARN) << "checkpoint has no fp8 amax history for " << missing << " GEMMs; they start empty";
   return OkStatus();
 }
 
@@ -123,9 +140,6 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
   const TrainConfig& tc = config.train;
   if (tc.mode == TrainMode::kGrpo) {
     return absl::UnimplementedError("train.mode: grpo lands with the GRPO issue (#6)");
-  }
-  if (config.precision.mode == PrecisionMode::kFp8) {
-    return absl::UnimplementedError("precision.mode: fp8 lands with the FP8 issue (#5)");
   }
   if (config.log.tensorboard) {
     return absl::UnimplementedError("log.tensorboard: TensorBoard event files are not written yet; "
@@ -216,6 +230,9 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
     }
   }
 
+  const std::vector<LinearGemm*> gemms = model.linear_gemms();
+  const bool fp8_delayed = config.precision.mode == PrecisionMode::kFp8 &&
+                           config.precision.fp8.recipe == Fp8Recipe::kTensorwiseDelayed;
   auto save = [&](int64_t step) -> Status {
     CheckpointMeta meta;
     meta.step = step;
@@ -226,7 +243,17 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
                           {"optimizer_step", optimizer.step_count()},
                           {"seed", tc.seed}};
     Timer t;
-    RETURN_IF_ERROR(save_checkpoint(ckpt_root, meta, checkpoint_tensors(model, &optimizer), config.checkpoint.keep_last));
+    std::vector<CheckpointTensor> tensors = checkpoint_tensors(model, &optimizer);
+    const std::vector<Fp8StateTensor> fp8_state = fp8_state_tensors(gemms);
+    for (const Fp8StateTensor& s : fp8_state) {
+      CheckpointTensor ct;
+      ct.name = s.name;
+      ct.tensor = &s.value;
+      ct.global_shape = shape_of(s.value);
+      ct.offset.assign(ct.global_shape.size(), 0);
+      tensors.push_back(ct);
+    }
+    RETURN_IF_ERROR(save_checkpoint(ckpt_root, meta, tensors, config.checkpoint.keep_last));
     LOG(INFO) << absl::StrFormat("checkpoint step %d saved in %.2fs", step, t.seconds());
     return OkStatus();
   };
@@ -246,11 +273,14 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
     }
     const double denom = static_cast<double>(std::max<int64_t>(targets, 1));
     zero_grads(model.params());
+    fp8_reset_step(gemms);  // eval forwards since the last step recorded amaxes too
     double loss = 0.0, aux = 0.0;
+    int64_t act_bytes = 0;
     std::vector<MoeStats> loads;
     for (Batch& b : micro) {
       Activations acts;
       loss += model.forward(b, acts, denom, nullptr, nullptr, 1.0 / static_cast<double>(accum));
+      act_bytes = std::max(act_bytes, activation_bytes(acts));
       aux += acts.aux_loss;
       std::vector<MoeStats> s = model.moe_stats(acts);
       if (loads.empty()) {
@@ -263,18 +293,25 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
       }
       model.backward(acts);
     }
-    const bool bad = !std::isfinite(loss) || grads_have_nonfinite(opt_tensors);
+    // FP8 quantisation never saturates NaN/Inf away: it poisons the tile, and names it here.
+    const Fp8Events fp8 = fp8_events(gemms);
+    const bool bad = !std::isfinite(loss) || grads_have_nonfinite(opt_tensors) || fp8.nonfinite > 0;
     double grad_norm = 0.0;
     const double lr = lr_at(config.optim, step, tc.steps);
     if (bad) {
-      LOG(WARN) << "step " << step << ": non-finite loss or gradients"
+      const std::string what =
+          fp8.nonfinite > 0 ? absl::StrCat("non-finite values (", fp8.nonfinite, ") in an fp8 operand, first in ", fp8.first)
+                            : std::string("non-finite loss or gradients");
+      LOG(WARN) << "step " << step << ": " << what
                 << (tc.nan_policy == NanPolicy::kSkip ? "; skipping the update" : "; stopping (train.nan_policy: stop)");
-      if (tc.nan_policy == NanPolicy::kStop) {
-        return absl::AbortedError(absl::StrCat("step ", step, ": non-finite loss or gradients"));
-      }
+      if (tc.nan_policy == NanPolicy::kStop) return absl::AbortedError(absl::StrCat("step ", step, ": ", what));
     } else {
       grad_norm = clip_grad_norm(opt_tensors, config.optim.grad_clip);
       optimizer.step(lr);
+      model.mark_weights_changed();
+      // Delayed scaling: this step's amaxes (max over micro-batches; over ranks once data
+      // parallelism reduces them) enter the histories only when the step is applied.
+      if (fp8_delayed) fp8_commit_amax(gemms, fp8_pending_amax(gemms));
       if (config.model.moe.bias_update_rate > 0) {
         model.update_router_biases(loads, static_cast<float>(config.model.moe.bias_update_rate));
       }
@@ -297,6 +334,8 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
       r.add("mfu", tps * flops_per_token / peak);
       r.add("step_s", step_timer.seconds());
       r.add("memory_gb", resident_memory_bytes() / 1e9);
+      r.add("act_mb", act_bytes / 1e6);
+      if (fp8_delayed) r.add("fp8_saturated", static_cast<double>(fp8.saturated));
       if (bad) r.add("skipped", 1.0);
       for (const MoeStats& s : loads) {  // load balance of the busiest block: max / mean tokens
         double mx = 0, sum = 0;

@@ -55,8 +55,6 @@ done
 # Not landed yet: plain message, exit 3.
 expect "grpo not landed" 3 "train.mode: grpo lands with the GRPO issue" \
   "$STRATA" train configs/tiny_moe_grpo_countdown.yaml --set parallel.dp=1 --set parallel.ep=1
-expect "fp8 not landed" 3 "precision.mode: fp8 lands with the FP8 issue" \
-  "$STRATA" train configs/tiny_dense.yaml --set precision.mode=fp8
 expect "tensorboard not written yet" 3 "log.tensorboard: TensorBoard event files are not written yet" \
   "$STRATA" train configs/tiny_dense.yaml --set log.tensorboard=true
 expect "plan not landed" 3 "not available yet" "$STRATA" plan configs/tiny_dense.yaml

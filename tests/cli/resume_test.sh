@@ -2,7 +2,8 @@
 # Exact resume: train N steps in one process; separately train N/2, let the process exit, start a
 # new process that resumes from `latest` and trains N/2 more. Losses of every step and the final
 # weights and optimizer state must be bitwise identical. Then a corrupted checkpoint is refused
-# with a message naming the file and tensor, and the previous one still resumes.
+# with a message naming the file and tensor, and the previous one still resumes. fp8 delayed
+# scaling resumes exactly too (its amax histories are in the checkpoint).
 set -u
 root=${1:?repository root}
 cd "$root" || exit 1
@@ -22,6 +23,17 @@ losses() { grep '"kind":"train"' "$1" | sed -E 's/.*"loss":([^,}]*).*"step":([0-
 check "losses of all 8 steps identical" "[ \"\$(losses $tmp/whole/metrics.jsonl)\" = \"\$(losses $tmp/split/metrics.jsonl)\" ] && [ \$(losses $tmp/whole/metrics.jsonl | wc -l) -eq 8 ]"
 check "final weights and optimizer state bitwise identical" \
   "cmp -s $tmp/whole/checkpoints/step_000008/rank-00000.safetensors $tmp/split/checkpoints/step_000008/rank-00000.safetensors"
+
+# The same with fp8 delayed scaling: the amax histories (3 long, so entries are evicted across
+# the resume) are checkpointed and restored, so the split run still equals the whole one.
+fp8=(--set precision.mode=fp8 --set precision.fp8.recipe=tensorwise_delayed --set precision.fp8.amax_history_len=3)
+"$STRATA" train configs/tiny_dense.yaml "${common[@]}" "${fp8[@]}" --set train.name=fp8_whole > "$tmp/c.log" 2>&1 || { cat "$tmp/c.log"; exit 1; }
+"$STRATA" train configs/tiny_dense.yaml "${common[@]}" "${fp8[@]}" --set train.name=fp8_split --stop-after 4 > "$tmp/d.log" 2>&1 || { cat "$tmp/d.log"; exit 1; }
+"$STRATA" train configs/tiny_dense.yaml "${common[@]}" "${fp8[@]}" --set train.name=fp8_split > "$tmp/e.log" 2>&1 || { cat "$tmp/e.log"; exit 1; }
+check "fp8 checkpoint holds amax histories" "grep -q 'fp8.layers.0.attn.wq.amax_history' $tmp/fp8_split/checkpoints/step_000004/manifest.json"
+check "fp8 delayed: losses of all 8 steps identical after resume" "[ \"\$(losses $tmp/fp8_whole/metrics.jsonl)\" = \"\$(losses $tmp/fp8_split/metrics.jsonl)\" ] && [ \$(losses $tmp/fp8_whole/metrics.jsonl | wc -l) -eq 8 ]"
+check "fp8 delayed: final state bitwise identical" \
+  "cmp -s $tmp/fp8_whole/checkpoints/step_000008/rank-00000.safetensors $tmp/fp8_split/checkpoints/step_000008/rank-00000.safetensors"
 
 # Corrupt the newest checkpoint (flip one byte near the end of its data): refused by name,
 # while the one before it still resumes.
