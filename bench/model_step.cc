@@ -2,9 +2,12 @@
 // a MoE model shaped like TOOLCHAIN.md's PyTorch peers (6 layers, d 256, batch 8 x seq 128; the
 // same models in transformers: scripts/bench_torch_peer.py):
 // tokens/s, achieved GFLOP/s and MFU = model FLOPs (REFERENCE.md section 4) / the sgemm peak
-// measured in the same process. Prints a table; not a test.
+// measured in the same process, in each precision (fp32, bf16 and the two fp8 recipes, emulated
+// on the CPU: the "vs fp32" column is the emulation's cost). Weights count as changed every step,
+// as after an optimizer step, so low-precision weight copies are rebuilt each time. Prints a
+// table; not a test.
 //
-//   build/bench/model_step [--threads N] [--steps N]
+//   build/bench/model_step [--threads N] [--steps N] [--fp32-only 1]
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -25,8 +28,8 @@ struct Result {
   double tokens_per_s, gflops, mfu;
 };
 
-Result run(const ModelConfig& c, int64_t B, int64_t T, int steps, double peak) {
-  Transformer model(c, PrecisionConfig{});
+Result run(const ModelConfig& c, const PrecisionConfig& precision, int64_t B, int64_t T, int steps, double peak) {
+  Transformer model(c, precision);
   model.init(1);
   std::mt19937 rng(3);
   Batch batch;
@@ -43,6 +46,7 @@ Result run(const ModelConfig& c, int64_t B, int64_t T, int steps, double peak) {
   }
   Timer t;
   for (int s = 0; s < steps; ++s) {
+    model.mark_weights_changed();
     Activations acts;
     model.forward(batch, acts, denom);
     model.backward(acts);
@@ -61,10 +65,11 @@ Result run(const ModelConfig& c, int64_t B, int64_t T, int steps, double peak) {
 
 int main(int argc, char** argv) {
   using namespace strata;
-  int threads = 2, steps = 5;
+  int threads = 2, steps = 5, fp32_only = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--fp32-only")) fp32_only = std::atoi(argv[i + 1]);
   }
   set_blas_threads(threads);
   const double peak = measure_sgemm_peak_flops();
@@ -84,13 +89,30 @@ int main(int argc, char** argv) {
   moe.moe.top_k = 2;
   moe.moe.expert_ffn_hidden = 512;
 
-  std::printf("forward+backward, batch 8 x seq 128, fp32, %d BLAS thread(s); sgemm peak %.1f GFLOP/s\n", threads,
+  std::vector<std::pair<std::string, PrecisionConfig>> precisions;
+  precisions.push_back({"fp32", PrecisionConfig{}});
+  if (!fp32_only) {
+    PrecisionConfig p;
+    p.mode = PrecisionMode::kBf16;
+    precisions.push_back({"bf16", p});
+    p.mode = PrecisionMode::kFp8;
+    precisions.push_back({"fp8 blockwise", p});
+    p.fp8.recipe = Fp8Recipe::kTensorwiseDelayed;
+    precisions.push_back({"fp8 tensorwise_delayed", p});
+  }
+
+  std::printf("forward+backward, batch 8 x seq 128, %d BLAS thread(s); sgemm peak %.1f GFLOP/s\n", threads,
               peak / 1e9);
-  std::printf("%-34s %10s %10s %8s\n", "model", "tokens/s", "GFLOP/s", "MFU");
+  std::printf("%-22s %-24s %10s %10s %8s %8s\n", "model", "precision", "tokens/s", "GFLOP/s", "MFU", "vs fp32");
   for (auto [name, cfg] : {std::pair<const char*, ModelConfig*>{"dense 6L d256", &dense},
                            {"MoE 6L d256 8x top-2", &moe}}) {
-    Result r = run(*cfg, 8, 128, steps, peak);
-    std::printf("%-34s %10.0f %10.1f %7.1f%%\n", name, r.tokens_per_s, r.gflops, 100.0 * r.mfu);
+    double base = 0;
+    for (const auto& [pname, precision] : precisions) {
+      Result r = run(*cfg, precision, 8, 128, steps, peak);
+      if (base == 0) base = r.tokens_per_s;
+      std::printf("%-22s %-24s %10.0f %10.1f %7.1f%% %7.2fx\n", name, pname.c_str(), r.tokens_per_s, r.gflops,
+                  100.0 * r.mfu, base / r.tokens_per_s);
+    }
   }
   return 0;
 }

@@ -1,6 +1,7 @@
 #include "kernels/precision/linear.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -71,6 +72,8 @@ void LinearGemm::note(const QuantStats& st, GemmOperand op, const char* use) {
   events_.saturated += st.saturated;
   if (st.nonfinite > 0) {
     if (events_.nonfinite == 0) {
+      static std::atomic<int64_t> sequence{0};
+      events_.first_seq = ++sequence;
       events_.first = absl::StrCat(name_.empty() ? "linear" : name_, ": ", gemm_operand_name(op), " of ", use);
     }
     events_.nonfinite += st.nonfinite;

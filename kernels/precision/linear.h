@@ -74,6 +74,7 @@ struct Fp8Events {
   int64_t nonfinite = 0;
   int64_t saturated = 0;  // finite values clipped to the fp8 range (per-tensor scales only)
   std::string first;  // "layers.1.mlp.w_up: input of forward"
+  int64_t first_seq = 0;  // process-wide order of `first`, so the earliest of several GEMMs is named
 };
 
 class LinearGemm {

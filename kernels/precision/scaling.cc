@@ -45,7 +45,10 @@ Fp8Events fp8_events(const std::vector<LinearGemm*>& gemms) {
     const Fp8Events& e = g->events();
     all.saturated += e.saturated;
     if (e.nonfinite == 0) continue;
-    if (all.nonfinite == 0) all.first = e.first;
+    if (all.nonfinite == 0 || e.first_seq < all.first_seq) {
+      all.first = e.first;
+      all.first_seq = e.first_seq;
+    }
     all.nonfinite += e.nonfinite;
   }
   return all;

@@ -83,6 +83,9 @@ nan=(configs/tiny_dense.yaml --set optim.lr=1e25 --set optim.grad_clip=0 --set t
      --set log.every=1 --set data.seq_len=48 --set model.max_seq_len=48)
 expect "nan_policy stop" 1 "step 1: non-finite loss or gradients" "$STRATA" train "${nan[@]}" --set train.nan_policy=stop --set train.name=nanstop
 expect "nan_policy skip" 0 "skipping the update" "$STRATA" train "${nan[@]}" --set train.nan_policy=skip --set train.name=nanskip
+# In fp8 an Inf is never saturated away: the operand that met it first is named.
+expect "fp8 non-finite operand" 1 "non-finite values \([0-9]+\) in an fp8 operand, first in layers\.[0-9]+\.[a-z_.]+: [a-z_]+ of (forward|backward_input|backward_weight)" \
+  "$STRATA" train "${nan[@]}" --set train.nan_policy=stop --set train.name=nanfp8 --set precision.mode=fp8
 
 # Resolved config round trip through files, with overrides applied.
 "$STRATA" config print configs/tiny_moe_grpo_countdown.yaml --set grpo.beta=0.04 --out "$tmp/a.yaml"
