@@ -186,8 +186,11 @@ double cross_entropy_forward_f32(float* losses, float* lse, const float* logits,
 // dlogits: (N, V) overwritten = (softmax(logits) - onehot(target)) * scale for unmasked rows, 0
 // for masked rows; logits: (N, V); targets: (N,); lse: (N,) from forward. scale is
 // d(loss)/d(sum of losses), e.g. 1 / (global count of target tokens). dlogits may alias logits.
+// row_scale (optional, (N,)): a per-row factor on top of scale (policy-gradient losses weight
+// each token's -log p by its own, possibly negative, coefficient).
 void cross_entropy_backward_f32(float* dlogits, const float* logits, const int32_t* targets,
-                                const float* lse, float scale, int64_t N, int64_t V);
+                                const float* lse, float scale, int64_t N, int64_t V,
+                                const float* row_scale = nullptr);
 // Log-probability of each target under softmax(logits / temperature) (GRPO's log-probs):
 // out: (N,); logits: (N, V); targets: (N,) (negative = masked, gives 0); temperature > 0.
 void token_logprobs_f32(float* out, const float* logits, const int32_t* targets, float temperature,

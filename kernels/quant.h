@@ -36,7 +36,7 @@ inline constexpr QuantTile kTile128x1{128, 1};
 // What a quantisation saw.
 struct QuantStats {
   int64_t nonfinite = 0;  // NaN/Inf inputs (their tiles come out NaN)
-  int64_t saturated = 0;  // finite inputs with |x / s| beyond fp8_max (only a given scale can do it)
+  int64_t saturated = 0;  // finite inputs whose x * (1/s) the cast clips to fp8_max (only a given scale can)
   float amax = 0.0f;      // largest finite |x|
   void merge(const QuantStats& o);
 };

@@ -75,7 +75,7 @@ double cross_entropy_forward_f32(float* losses, float* lse, const float* logits,
 }
 
 void cross_entropy_backward_f32(float* dlogits, const float* logits, const int32_t* targets,
-                                const float* lse, float scale, int64_t N, int64_t V) {
+                                const float* lse, float scale_all, int64_t N, int64_t V, const float* row_scale) {
   CHECK(N >= 0 && V > 0) << "cross_entropy_backward: N=" << N << " V=" << V;
   for_rows(N, V, [=](int64_t r) {
     const int32_t t = targets[r];
@@ -85,6 +85,7 @@ void cross_entropy_backward_f32(float* dlogits, const float* logits, const int32
       return;
     }
     check_target(t, r, V);
+    const float scale = row_scale ? scale_all * row_scale[r] : scale_all;
     const float* x = logits + r * V;
     const float l = lse[r];
     const float p_target = exp_f32(x[t] - l);  // read before d (which may be x) is written

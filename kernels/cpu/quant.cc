@@ -99,22 +99,38 @@ void fake_quant_row(const float* x, const float* inv, const float* sc, float* ou
   }
 }
 
-// out[i] = round_fp8(x[i] * inv) * s for i in [0, n); returns how many |x * inv| exceed fmax.
+// How many of 8 scaled values the satfinite cast clips: rounding to nearest even with an
+// unbounded exponent would take them past fp8_max. The boundary is the midpoint between max and
+// the next step up (E4M3 448 and 480: 464 ties to the even 448; E5M2 57344 and 65536: 61440 ties
+// to the even 65536). A value just above max, such as the 448.00003 that x * (1/s) gives for
+// the element that set s = amax / 448, rounds to max anyway and is not saturation.
+template <int kMant>
+inline int clipped_by_cast(__m256 y) {
+  static_assert(kMant == 3 || kMant == 2, "E4M3 or E5M2");
+  const __m256 a = _mm256_and_ps(y, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
+  const __m256 clipped = kMant == 3 ? _mm256_cmp_ps(a, _mm256_set1_ps(464.0f), _CMP_GT_OQ)
+                                    : _mm256_cmp_ps(a, _mm256_set1_ps(61440.0f), _CMP_GE_OQ);
+  return __builtin_popcount(_mm256_movemask_ps(clipped));
+}
+inline bool clipped_by_cast(float a, DType fmt) {
+  return fmt == DType::kF8E4M3 ? a > 464.0f : a >= 61440.0f;
+}
+
+// out[i] = round_fp8(x[i] * inv) * s for i in [0, n); returns how many x[i] * inv the cast clips.
 template <int kMant, int kMinExp>
 int64_t fake_quant_run(const float* x, float inv_f, float s_f, float* out, int64_t n, float fmax_f) {
   const __m256 fmax = _mm256_set1_ps(fmax_f), inv = _mm256_set1_ps(inv_f), s = _mm256_set1_ps(s_f);
-  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   int64_t saturated = 0, i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m256 y = _mm256_mul_ps(_mm256_loadu_ps(x + i), inv);
-    saturated += __builtin_popcount(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_and_ps(y, abs_mask), fmax, _CMP_GT_OQ)));
+    saturated += clipped_by_cast<kMant>(y);
     _mm256_storeu_ps(out + i, _mm256_mul_ps(round_fp8<kMant, kMinExp>(y, fmax), s));
   }
   if (i < n) {
     float xb[8] = {}, ob[8];
     for (int64_t j = 0; i + j < n; ++j) xb[j] = x[i + j];
     const __m256 y = _mm256_mul_ps(_mm256_loadu_ps(xb), inv);
-    saturated += __builtin_popcount(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_and_ps(y, abs_mask), fmax, _CMP_GT_OQ)));
+    saturated += clipped_by_cast<kMant>(y);  // the zero padding is never clipped
     _mm256_storeu_ps(ob, _mm256_mul_ps(round_fp8<kMant, kMinExp>(y, fmax), s));
     for (int64_t j = 0; i + j < n; ++j) out[i + j] = ob[j];
   }
@@ -360,15 +376,6 @@ QuantStats amax_f32(const float* x, int64_t n) {
 }
 
 namespace {
-
-// Whether a scaled magnitude is clipped by the satfinite cast: rounding to nearest even with an
-// unbounded exponent would take it past fp8_max. The boundary is the midpoint between max and
-// the next step up (E4M3 448 and 480: 464 ties to the even 448; E5M2 57344 and 65536: 61440 ties
-// to the even 65536). A value just above max, such as the 448.00003 that x * (1/s) gives for
-// the element that set s = amax / 448, rounds to max anyway and is not saturation.
-inline bool clipped_by_cast(float a, DType fmt) {
-  return fmt == DType::kF8E4M3 ? a > 464.0f : a >= 61440.0f;
-}
 
 // Per-tensor scale: one pass for amax and non-finite values, then scale and cast chunk by chunk.
 // A tensor holding NaN/Inf comes out all NaN (its one "tile" is poisoned).

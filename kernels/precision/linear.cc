@@ -81,7 +81,7 @@ void LinearGemm::note(const QuantStats& st, GemmOperand op, const char* use) {
 }
 
 const float* LinearGemm::prepare(const float* p, int64_t R, int64_t C, GemmOperand op, QuantTile tile,
-                                 const char* use, std::vector<float>& out) {
+                                 const char* use, std::vector<float>& out, float* amax) {
   if (mode_ == PrecisionMode::kFp32) return p;
   const int64_t n = R * C;
   if (static_cast<int64_t>(out.size()) < n) out.resize(static_cast<size_t>(n));
@@ -98,21 +98,25 @@ const float* LinearGemm::prepare(const float* p, int64_t R, int64_t C, GemmOpera
     st = fake_quant_tiles(p, out.data(), R, C, tile, DType::kF8E4M3, fp8_.scale_format == Fp8ScaleFormat::kPow2);
   }
   note(st, op, use);
+  if (amax) *amax = st.amax;
   return out.data();
 }
 
 const float* LinearGemm::weight_operand(const float* W, int64_t N, int64_t K, const char* use) {
   if (mode_ == PrecisionMode::kFp32) return W;
-  if (weights_epoch_ && W == w_cache_ptr_ && *weights_epoch_ == w_cache_epoch_ &&
-      static_cast<int64_t>(w_cache_.size()) == N * K) {
+  const float hist_max = delayed() ? history(GemmOperand::kWeight).max() : 0.0f;
+  if (weights_epoch_ && W == w_cache_ptr_ && N == w_cache_n_ && K == w_cache_k_ && *weights_epoch_ == w_cache_epoch_ &&
+      hist_max == w_cache_hist_max_) {
     // The same quantisation as before; a delayed recipe still sees this step's weight amax.
     if (delayed()) history_[static_cast<int>(GemmOperand::kWeight)].record(w_cache_amax_);
     return w_cache_.data();
   }
   w_cache_.resize(static_cast<size_t>(N * K));
-  const float* out = prepare(W, N, K, GemmOperand::kWeight, kTile128x128, use, w_cache_);
-  w_cache_amax_ = history(GemmOperand::kWeight).pending;
+  const float* out = prepare(W, N, K, GemmOperand::kWeight, kTile128x128, use, w_cache_, &w_cache_amax_);
   w_cache_ptr_ = weights_epoch_ ? W : nullptr;
+  w_cache_n_ = N;
+  w_cache_k_ = K;
+  w_cache_hist_max_ = hist_max;
   w_cache_epoch_ = weights_epoch_ ? *weights_epoch_ : -1;
   return out;
 }

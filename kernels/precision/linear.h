@@ -121,7 +121,7 @@ class LinearGemm {
   // Fake-quantises (fp8) or rounds (bf16) n = R*C values of `p` into `out` under the policy for
   // operand `op` with tile `tile` (blockwise), recording stats. Returns out, or p in fp32.
   const float* prepare(const float* p, int64_t R, int64_t C, GemmOperand op, QuantTile tile, const char* use,
-                       std::vector<float>& out);
+                       std::vector<float>& out, float* amax = nullptr);
   // The weight operand of forward/backward_input, cached while the weights epoch holds.
   const float* weight_operand(const float* W, int64_t N, int64_t K, const char* use);
   void note(const QuantStats& st, GemmOperand op, const char* use);
@@ -134,9 +134,12 @@ class LinearGemm {
   std::array<AmaxHistory, 3> history_;
   Fp8Events events_;
   std::vector<float> scratch_a_, scratch_b_, w_cache_;
+  // The cached weight operand is valid for this (pointer, shape, epoch) and, for the delayed
+  // recipe, this weight-history max (the scale it was quantised with).
   const float* w_cache_ptr_ = nullptr;
-  int64_t w_cache_epoch_ = -1;
-  float w_cache_amax_ = 0.0f;  // the cached weight's amax (delayed recipe records it every step)
+  int64_t w_cache_n_ = 0, w_cache_k_ = 0, w_cache_epoch_ = -1;
+  float w_cache_hist_max_ = 0.0f;
+  float w_cache_amax_ = 0.0f;  // the cached weight's own amax (the delayed recipe records it every step)
 };
 
 // How a model builds its LinearGemms: the run's precision and the model's weights epoch.

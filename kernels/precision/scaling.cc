@@ -62,7 +62,7 @@ std::vector<Fp8StateTensor> fp8_state_tensors(const std::vector<LinearGemm*>& ge
     Tensor t = Tensor::zeros({3, H}, DType::kF32);
     for (int r = 0; r < 3; ++r) {
       const std::vector<float>& v = g->history(kOperands[r]).values;
-      std::copy(v.begin(), v.end(), t.f32() + r * H);
+      std::copy(v.begin(), v.begin() + std::min<int64_t>(static_cast<int64_t>(v.size()), H), t.f32() + r * H);
     }
     out.push_back({state_name(*g), std::move(t)});
   }
