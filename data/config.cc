@@ -13,6 +13,10 @@ void DataConfig::validate(ConfigChecker& c) const {
            absl::StrCat(global_batch_size, " is not a multiple of micro_batch_size=", micro_batch_size),
            {"micro_batch_size"});
   }
+  if (teacher_error_rate > 0 && !(format == DataFormat::kTask && task == TaskKind::kArithmetic)) {
+    c.fail("teacher_error_rate", "applies to the synthetic arithmetic task only (format: task, task: arithmetic)",
+           {"format", "task"});
+  }
 }
 
 }  // namespace strata

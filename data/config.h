@@ -25,6 +25,7 @@ struct DataConfig {
   int64_t global_batch_size = 16;
   bool r1_template = false;
   bool shuffle = true;
+  double teacher_error_rate = 0.0;
 
   template <class V>
   void visit(V& v) {
@@ -43,6 +44,10 @@ struct DataConfig {
             Range::at_least(1));
     v.field("r1_template", r1_template, "wrap prompts in the DeepSeek-R1 conversation template");
     v.field("shuffle", shuffle, "shuffle examples each epoch (keyed by seed and epoch)");
+    v.field("teacher_error_rate", teacher_error_rate,
+            "task arithmetic: share of SFT traces written by a teacher that forgets every carry and borrow "
+            "(the gold answers used for rewards and evaluation stay exact)",
+            Range::between(0, 1));
   }
   void validate(ConfigChecker& c) const;
 };

@@ -131,6 +131,9 @@ std::vector<int64_t> DataLoader::sample_ids(int64_t first_global, int64_t count)
 Example DataLoader::example(int64_t id) const {
   CHECK(is_sft() && id >= 0 && id < size_) << "SFT example " << id << " of " << size_;
   if (config_.format == DataFormat::kJsonl) return examples_[static_cast<size_t>(id)];
+  if (config_.task == TaskKind::kArithmetic && split_ == Split::kTrain) {
+    return make_arithmetic_example(seed_, id, split_, config_.teacher_error_rate);
+  }
   return make_task_example(config_.task, seed_, id, split_);
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdio>
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
@@ -177,6 +178,65 @@ std::string arithmetic_completion(int a, char op, int b) {
                              : absl::StrCat(a, "<", b, " so -(", b, "-", a, "), ", subtraction_columns(b, a));
   absl::StrAppend(&think, "so ", a - b);
   return think_answer(think, std::to_string(a - b));
+}
+
+namespace {
+
+// Columns of a + b, or of top - bottom (top >= bottom), without carries or borrows; returns the
+// trace text and sets *value to what the forgetful teacher then answers.
+std::string forgetful_columns(int a, char op, int b, int* value) {
+  auto da = digits_of(a), db = digits_of(b);
+  std::string s;
+  int v = 0, scale = 1, out = 0;
+  for (int i = 0; i < 3; ++i, scale *= 10) {
+    if (op == '+') {
+      const int sum = da[i] + db[i];
+      absl::StrAppend(&s, da[i], "+", db[i]);
+      if (i > 0) absl::StrAppend(&s, "+0");
+      out = sum / 10;
+      absl::StrAppend(&s, "=", sum, " c", out, ", ");
+      v += (sum % 10) * scale;
+    } else {
+      const int diff = da[i] - db[i];
+      out = diff < 0 ? 1 : 0;
+      absl::StrAppend(&s, da[i] + 10 * out, "-", db[i], "-0=", diff + 10 * out, " b", out, ", ");
+      v += (diff + 10 * out) * scale;
+    }
+  }
+  if (op == '+') v += out * 1000;  // the top column's carry still leads the number
+  *value = v;
+  return s;
+}
+
+}  // namespace
+
+std::string arithmetic_completion_forgetful(int a, char op, int b) {
+  CHECK(a >= 100 && a <= 999 && b >= 100 && b <= 999 && (op == '+' || op == '-')) << a << op << b;
+  int v = 0;
+  if (op == '+') {
+    std::string think = forgetful_columns(a, '+', b, &v);
+    absl::StrAppend(&think, "so ", v);
+    return think_answer(think, std::to_string(v));
+  }
+  const bool neg = a < b;
+  std::string think = neg ? absl::StrCat(a, "<", b, " so -(", b, "-", a, "), ", forgetful_columns(b, '-', a, &v))
+                          : absl::StrCat(a, ">=", b, ", ", forgetful_columns(a, '-', b, &v));
+  if (neg) v = -v;
+  absl::StrAppend(&think, "so ", v);
+  return think_answer(think, std::to_string(v));
+}
+
+Example make_arithmetic_example(uint64_t seed, int64_t index, Split split, double teacher_error_rate) {
+  Example ex = make_task_example(TaskKind::kArithmetic, seed, index, split);
+  if (teacher_error_rate <= 0) return ex;
+  // The teacher's choice is its own stream, so the problems are those of the exact set.
+  const double u = RngStream(seed, "data/task/arithmetic/teacher").uniform(static_cast<uint64_t>(index));
+  if (u >= teacher_error_rate) return ex;
+  int a = 0, b = 0;
+  char op = 0;
+  CHECK(std::sscanf(ex.prompt.c_str(), "Compute %d%c%d", &a, &op, &b) == 3) << "arithmetic prompt " << ex.prompt;
+  ex.completion = arithmetic_completion_forgetful(a, op, b);
+  return ex;
 }
 
 std::string arithmetic_canonical(int a, char op, int b) { return absl::StrCat(a, std::string(1, op), b); }

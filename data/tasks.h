@@ -43,6 +43,16 @@ Example make_task_example(TaskKind kind, uint64_t seed, int64_t index, Split spl
 // A subtraction column writes its top digit with the borrowed ten already added ("12-7-0=5 b1":
 // the column borrows one from the next, which then subtracts it: "11-4-1").
 std::string arithmetic_completion(int a, char op, int b);
+// The same trace by a teacher that forgets every carry and borrow: each column writes an
+// incoming "+0" / "-0" and the answer is assembled from those columns' digits (the top column's
+// carry still leads), so it is wrong exactly when a carry or borrow crosses columns:
+//   347+589  "<think>7+9=16 c1, 4+8+0=12 c1, 3+5+0=8 c0, so 826</think> <answer>826</answer>"
+std::string arithmetic_completion_forgetful(int a, char op, int b);
+
+// Example `index` of an arithmetic SFT set whose traces come from the forgetful teacher with
+// probability `teacher_error_rate` (decided per example from the seed); prompt and gold answer
+// are those of make_task_example.
+Example make_arithmetic_example(uint64_t seed, int64_t index, Split split, double teacher_error_rate);
 
 // The canonical text that decides a problem's split: "347+589" (arithmetic); the sorted numbers
 // and the target, "3,4,25=87" (countdown), so a problem is the same whatever order its numbers

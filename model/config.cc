@@ -107,8 +107,8 @@ void ModelConfig::validate(ConfigChecker& c) const {
     c.fail("moe.first_k_dense",
            absl::StrCat(moe.first_k_dense, " leaves no MoE block among n_layers=", n_layers), {"n_layers"});
   }
-  if (!init_from.empty() && init_from.rfind("hf:", 0) != 0) {
-    c.fail("init_from", absl::StrCat("\"", init_from, "\" must be empty or hf:DIR"));
+  if (!init_from.empty() && init_from.rfind("hf:", 0) != 0 && init_from.rfind("ckpt:", 0) != 0) {
+    c.fail("init_from", absl::StrCat("\"", init_from, "\" must be empty, hf:DIR or ckpt:PATH"));
   }
 }
 

@@ -145,7 +145,7 @@ struct ModelConfig {
     v.field("init_std", init_std, "standard deviation of the normal initialisation", Range::above(0));
     v.choice("recompute", recompute, "activation recomputation per block: none or full",
              Choices<Recompute>{{"none", Recompute::kNone}, {"full", Recompute::kFull}});
-    v.field("init_from", init_from, "start from weights: \"\" (random init) or hf:DIR (a Hugging Face checkpoint)");
+    v.field("init_from", init_from, "start from weights: \"\" (random init), hf:DIR (a Hugging Face checkpoint) or ckpt:PATH (a Strata run or checkpoint; weights only)");
     v.section("rope_scaling", rope_scaling, "RoPE scaling (Llama-3 long context)");
     v.section("moe", moe, "Mixture-of-Experts blocks");
   }

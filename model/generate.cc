@@ -47,7 +47,8 @@ bool ends_with(const std::vector<int32_t>& seq, const std::vector<int32_t>& tail
 }  // namespace
 
 Generation generate(Transformer& model, const std::vector<std::vector<int32_t>>& prompts,
-                    const SamplingParams& params, const std::vector<uint64_t>& row_keys, uint64_t seed) {
+                    const SamplingParams& params, const std::vector<uint64_t>& row_keys, uint64_t seed,
+                    const AnyActiveFn& any_active) {
   const int64_t B = static_cast<int64_t>(prompts.size());
   CHECK_GT(B, 0) << "generate() needs at least one prompt";
   CHECK_EQ(row_keys.size(), prompts.size()) << "one RNG key per row";
@@ -105,7 +106,7 @@ Generation generate(Transformer& model, const std::vector<std::vector<int32_t>>&
       step_pos[b] = next_pos[b]++;
     }
     out.steps = step + 1;
-    if (all_done) break;
+    if (!(any_active ? any_active(!all_done) : !all_done)) break;
     logits = model.decode(caches, step_tokens, step_pos, key_start, B, 1, /*last_only=*/true);
   }
   return out;

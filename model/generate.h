@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "model/transformer.h"
@@ -31,9 +32,15 @@ struct Generation {
   int64_t new_tokens = 0;                         // tokens generated over unfinished rows
 };
 
+// Across ranks: given whether this rank still has unfinished rows, whether any rank has (an
+// all-reduce OR). Every rank then runs the same number of decode steps, the max over ranks.
+// Null: this rank alone decides.
+using AnyActiveFn = std::function<bool(bool local_active)>;
+
 // prompts: one token list per row (each non-empty); row_keys: one RNG stream id per row.
 Generation generate(Transformer& model, const std::vector<std::vector<int32_t>>& prompts,
-                    const SamplingParams& params, const std::vector<uint64_t>& row_keys, uint64_t seed);
+                    const SamplingParams& params, const std::vector<uint64_t>& row_keys, uint64_t seed,
+                    const AnyActiveFn& any_active = nullptr);
 
 // Samples one token from logits (V,) with the given filters, using uniform u in [0, 1).
 int32_t sample_token(const float* logits, int64_t V, const SamplingParams& params, float u);

@@ -194,9 +194,13 @@ double Transformer::forward(const Batch& batch, Activations& acts, double loss_d
   acts.logits = f32_matrix(N, V);
   acts.lse = Tensor::empty({N}, DType::kF32);
   head_forward(x.f32(), N, acts.logits.f32(), &acts);
+  if (batch.logit_scale != 1.0f) scale_f32(acts.logits.f32(), batch.logit_scale, N * V);
   std::vector<float> losses(static_cast<size_t>(N));
   acts.loss_sum =
       cross_entropy_forward_f32(losses.data(), acts.lse.f32(), acts.logits.f32(), batch.targets.data(), N, V);
+  acts.token_logp.resize(static_cast<size_t>(N));
+  for (int64_t i = 0; i < N; ++i) acts.token_logp[i] = -losses[i];
+  acts.token_logp_grad.clear();
   return acts.loss_sum / loss_denominator + acts.aux_loss;
 }
 
@@ -206,9 +210,19 @@ void Transformer::backward_input(Activations& acts, const float* d_output, float
   Tensor dx = f32_matrix(N, C);
   if (stage_.has_head) {
     // Loss -> logits -> head and final norm.
+    // d loss / d logits = (softmax - onehot) * s per token, through the logit scale: s is
+    // 1/denominator for the cross-entropy, -d loss/d logp for a loss on log-probs.
     float* dlogits = acts.logits.f32();
-    cross_entropy_backward_f32(dlogits, acts.logits.f32(), batch.targets.data(), acts.lse.f32(),
-                               static_cast<float>(1.0 / acts.loss_denominator), N, V);
+    std::vector<float> row_scale;
+    float scale = static_cast<float>(batch.logit_scale / acts.loss_denominator);
+    if (!acts.token_logp_grad.empty()) {
+      CHECK_EQ(static_cast<int64_t>(acts.token_logp_grad.size()), N) << "token_logp_grad per token";
+      row_scale.resize(static_cast<size_t>(N));
+      for (int64_t i = 0; i < N; ++i) row_scale[i] = -acts.token_logp_grad[i];
+      scale = batch.logit_scale;
+    }
+    cross_entropy_backward_f32(dlogits, acts.logits.f32(), batch.targets.data(), acts.lse.f32(), scale, N, V,
+                               row_scale.empty() ? nullptr : row_scale.data());
     Tensor dnormed = f32_matrix(N, C);
     const float* w = tied_ ? embed_.v() : head_.v();
     gemm_head_.backward_input(dnormed.f32(), dlogits, w, N, C, V);

@@ -32,6 +32,7 @@ struct Batch {
   std::vector<int32_t> targets;    // (B*T) id to predict at each position, or -1 for no loss
   std::vector<int32_t> positions;  // (B*T) RoPE positions; empty = 0..T-1 in every row
   std::vector<int32_t> key_start;  // (B) first non-padding token of each row; empty = 0
+  float logit_scale = 1.0f;        // logits are multiplied by this before the loss: 1 / temperature
 
   // Fills positions/key_start defaults; CHECKs sizes and token ranges.
   void finalize(int64_t vocab_size);
@@ -56,6 +57,12 @@ struct Activations {
   double loss_sum = 0.0;           // sum of token cross-entropies of this micro-batch
   double aux_loss = 0.0;           // auxiliary balance losses of this micro-batch, weighted
   double loss_denominator = 1.0;
+  // log p(target) of every token under softmax(logits * logit_scale), 0 where there is no target:
+  // (N,), filled by the last stage's forward (the policy's log-probs for RL losses).
+  std::vector<float> token_logp;
+  // Optional, (N,): d(loss)/d(token_logp), set by the caller between forward and backward for a
+  // loss defined on log-probs (GRPO). Empty: the loss is the mean cross-entropy forward returned.
+  std::vector<float> token_logp_grad;
   WeightGrads weight_grads;
 };
 
@@ -103,7 +110,8 @@ class Transformer {
   // LinearGemms reuse their low-precision weight copies only while the epoch is unchanged.
   void mark_weights_changed() { ++weights_epoch_; }
 
-  // Logits (B*T, V) of a full forward without keeping activations (evaluation, tests).
+  // Logits (B*T, V) of a full forward without keeping activations (evaluation, tests), as the
+  // loss sees them: multiplied by batch.logit_scale.
   Tensor logits(const Batch& batch);
 
   // Per-MoE-block statistics of the last forward into `acts`.

@@ -1,6 +1,5 @@
 // GrpoConfig: GRPO and its variants (DAPO, Dr. GRPO, GSPO) on verifiable rewards, and the
-// rollout sampler that feeds them (REFERENCE.md sections 5 and 6). The RL loop lands with the
-// GRPO issue; the keys are fixed here so configs written today keep working.
+// rollout sampler that feeds them (REFERENCE.md sections 5 and 6); the loop is trainer/grpo_train.
 #pragma once
 
 #include <cstdint>
@@ -48,6 +47,10 @@ struct GrpoConfig {
   std::string reward_command;
   double reward_command_timeout_s = 10.0;
   RewardFailure reward_command_on_failure = RewardFailure::kZero;
+  int64_t rollout_batch = 64;
+  int64_t eval_problems = 64;
+  int64_t eval_samples = 4;
+  int64_t samples_every = 10;
 
   template <class V>
   void visit(V& v) {
@@ -83,6 +86,11 @@ struct GrpoConfig {
             Range::above(0));
     v.choice("reward_command_on_failure", reward_command_on_failure, "on a crash/hang/garbage: score 0 or stop the run",
              Choices<RewardFailure>{{"zero", RewardFailure::kZero}, {"stop", RewardFailure::kStop}});
+    v.field("rollout_batch", rollout_batch, "completions decoded together (whole groups)", Range::at_least(1));
+    v.field("eval_problems", eval_problems, "held-out problems per evaluation (train.eval_every)", Range::at_least(1));
+    v.field("eval_samples", eval_samples, "samples per held-out problem for pass@k (k = this)", Range::at_least(1));
+    v.field("samples_every", samples_every, "write two groups' prompts, completions and rewards to samples.jsonl every N steps; 0 = never",
+            Range::at_least(0));
   }
   void validate(ConfigChecker& c) const;
 };

@@ -1,10 +1,12 @@
 #include "rl/rewards.h"
 
 #include <cmath>
+#include <memory>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "rl/command_reward.h"
 #include "rl/verifiers.h"
 
 namespace strata {
@@ -143,10 +145,65 @@ StatusOr<RewardFn> builtin_reward(std::string_view name, const GrpoConfig& confi
     });
   }
   if (name == "command") {
-    return absl::UnimplementedError("the command reward lands with the GRPO issue");
+    if (config.reward_command.empty()) {
+      return absl::InvalidArgumentError("the command reward needs grpo.reward_command");
+    }
+    // One process per spec, shared by the copies of the function; started on first use.
+    auto cmd = std::make_shared<CommandReward>(config.reward_command, config.reward_command_timeout_s,
+                                               config.reward_command_on_failure);
+    return RewardFn([cmd](const RewardInput& in) -> StatusOr<double> {
+      return cmd->score(in.prompt, in.completion, in.answer_text);
+    });
   }
   return absl::InvalidArgumentError(
       absl::StrCat("unknown reward \"", std::string(name), "\"; known: ", absl::StrJoin(reward_names(), ", ")));
+}
+
+namespace {
+
+// The last run of characters matching `keep` that holds at least one digit, trimmed.
+std::string last_run(std::string_view text, bool (*keep)(char)) {
+  size_t end = text.size();
+  while (end > 0) {
+    while (end > 0 && !keep(text[end - 1])) --end;
+    size_t begin = end;
+    while (begin > 0 && keep(text[begin - 1])) --begin;
+    std::string_view run = text.substr(begin, end - begin);
+    if (run.find_first_of("0123456789") != std::string_view::npos) {
+      const size_t a = run.find_first_not_of(' '), b = run.find_last_not_of(' ');
+      return std::string(run.substr(a, b - a + 1));
+    }
+    end = begin;
+  }
+  return "";
+}
+
+bool expression_char(char c) { return (c >= '0' && c <= '9') || std::string_view("+-*/() ").find(c) != std::string_view::npos; }
+bool integer_char(char c) { return (c >= '0' && c <= '9') || c == '-'; }
+
+}  // namespace
+
+bool task_answer_correct(std::string_view completion, const TaskAnswer& answer) {
+  const bool tagged = last_answer_tag(completion).has_value();
+  auto wrap = [](const std::string& s) { return "<answer>" + s + "</answer>"; };
+  switch (answer.kind) {
+    case AnswerKind::kCountdown:
+      return reward_countdown(tagged ? std::string(completion) : wrap(last_run(completion, expression_char)),
+                              answer.numbers, answer.target) >= 1.0;
+    case AnswerKind::kArithmetic: {
+      std::string candidate = tagged ? std::string(completion) : last_run(completion, integer_char);
+      if (!tagged) {  // "-" only as a leading sign
+        const size_t dash = candidate.find_last_of('-');
+        if (dash != std::string::npos && dash > 0) candidate = candidate.substr(dash);
+        candidate = wrap(candidate);
+      }
+      return reward_arithmetic(candidate, answer.integer) >= 1.0;
+    }
+    case AnswerKind::kGsm8k: return reward_gsm8k(completion, answer.text) >= 1.0;
+    case AnswerKind::kBoxed: return reward_boxed(completion, answer.text) >= 1.0;
+    case AnswerKind::kNone: break;
+  }
+  return false;
 }
 
 StatusOr<RewardSpec> make_reward_spec(const GrpoConfig& config) {

@@ -2,8 +2,8 @@
 // config"): a RewardSpec built from GrpoConfig.rewards (name -> weight) scores one completion as
 // sum_r weight_r * reward_r and keeps every unweighted component for logging. The verifiers
 // themselves are the pure functions of rl/verifiers.h; the gold answer arrives already parsed
-// (TaskAnswer), since rl/ reads no JSON. The `command` reward is not built here: it lands with the
-// GRPO issue and can be attached then with RewardSpec::add.
+// (TaskAnswer), since rl/ reads no JSON, and also as text for the `command` reward
+// (rl/command_reward.h), which sends it to the user's program as is.
 #pragma once
 
 #include <cstdint>
@@ -43,6 +43,7 @@ struct RewardInput {
   const TaskAnswer& answer;
   int64_t completion_tokens = 0;
   bool truncated = false;
+  std::string answer_text;  // the gold answer as the dataset stores it (JSON), for the command reward
 };
 
 // A reward function: a score, or an error when the input cannot be scored at all (e.g. a
@@ -78,13 +79,19 @@ class RewardSpec {
   std::vector<Term> terms_;
 };
 
-// The built-in reward `name` (one of reward_names() other than "command"). Uses
-// config.max_new_tokens and config.overlong_buffer for "overlong".
+// Whether a completion's answer is right, scored leniently on the answer alone, so that learning
+// the output format does not count as getting better (evaluation): the last <answer> when there
+// is one, else the last integer (arithmetic) or the last run of expression characters
+// (countdown) in the text; gsm8k and boxed use their own markers.
+bool task_answer_correct(std::string_view completion, const TaskAnswer& answer);
+
+// The reward `name` (one of reward_names()). Uses config.max_new_tokens and
+// config.overlong_buffer for "overlong", config.reward_command* for "command".
 StatusOr<RewardFn> builtin_reward(std::string_view name, const GrpoConfig& config);
 
 // Every term of config.rewards, in name order. Errors: no rewards; an unknown name; "command"
-// ("the command reward lands with the GRPO issue"); a non-finite weight; overlong without a
-// positive overlong_buffer below max_new_tokens.
+// without grpo.reward_command; a non-finite weight; overlong without a positive overlong_buffer
+// below max_new_tokens.
 StatusOr<RewardSpec> make_reward_spec(const GrpoConfig& config);
 
 }  // namespace strata

@@ -16,21 +16,13 @@
 #include "model/hf.h"
 #include "optim/schedule.h"
 #include "trainer/config_yaml.h"
+#include "trainer/grpo_train.h"
+#include "trainer/run_common.h"
 
 namespace strata {
 namespace {
 
 namespace fs = std::filesystem;
-
-Batch to_model_batch(const TokenBatch& tb, int64_t vocab) {
-  Batch b;
-  b.B = tb.B;
-  b.T = tb.T;
-  b.tokens = tb.tokens;
-  b.targets = tb.targets;
-  b.finalize(vocab);
-  return b;
-}
 
 bool decays(ParamKind kind, const OptimConfig& c) {
   switch (kind) {
@@ -41,12 +33,6 @@ bool decays(ParamKind kind, const OptimConfig& c) {
     case ParamKind::kRouterBias: return false;
   }
   return false;
-}
-
-std::vector<int64_t> shape_of(const Tensor& t) {
-  std::vector<int64_t> s;
-  for (int i = 0; i < t.shape().rank(); ++i) s.push_back(t.shape()[i]);
-  return s;
 }
 
 // Held-out loss over `batches` (no gradients kept).
@@ -60,46 +46,6 @@ double evaluate_loss(Transformer& model, const std::vector<Batch>& batches) {
     n += b.n_targets();
   }
   return n > 0 ? sum / static_cast<double>(n) : 0.0;
-}
-
-std::string run_dir_of(const ExperimentConfig& c) { return (fs::path(c.train.out_dir) / c.train.name).string(); }
-std::string checkpoint_root_of(const ExperimentConfig& c) {
-  return c.checkpoint.dir.empty() ? (fs::path(run_dir_of(c)) / "checkpoints").string() : c.checkpoint.dir;
-}
-
-// Copies a checkpoint's tensors into the model (and optimizer state when given).
-Status restore(const Checkpoint& ckpt, Transformer& model, AdamW* optimizer) {
-  for (CheckpointTensor& t : checkpoint_tensors(model, optimizer)) {
-    Tensor* dst = const_cast<Tensor*>(t.tensor);
-    if (!ckpt.has_tensor(t.name)) return absl::NotFoundError(absl::StrCat("checkpoint has no tensor ", t.name));
-    if (ckpt.global_shape(t.name) != t.global_shape) {
-      return absl::InvalidArgumentError(absl::StrCat("checkpoint tensor ", t.name, " has another shape than the model"));
-    }
-    if (dst->dtype() == DType::kF32) {
-      RETURN_IF_ERROR(ckpt.read_flat(t.name, 0, dst->numel(), dst->f32()));
-    } else {  // bf16 moments: read as f32, round back (exact: the values are bf16)
-      std::vector<float> tmp(static_cast<size_t>(dst->numel()));
-      RETURN_IF_ERROR(ckpt.read_flat(t.name, 0, dst->numel(), tmp.data()));
-      f32_to_bf16_n(tmp.data(), dst->data<uint16_t>(), tmp.size());
-    }
-  }
-  model.mark_weights_changed();
-  // FP8 amax histories: a checkpoint from another precision has none; those start empty.
-  int64_t missing = 0;
-  RETURN_IF_ERROR(fp8_load_state(model.linear_gemms(), [&](const std::string& name) -> StatusOr<Tensor> {
-    if (!ckpt.has_tensor(name)) {
-      ++missing;
-      return Tensor();
-    }
-    std::vector<int64_t> shape = ckpt.global_shape(name);
-    Shape s;
-    for (int64_t d : shape) s.push_back(d);
-    Tensor t = Tensor::zeros(s, DType::kF32);
-    RETURN_IF_ERROR(ckpt.read_flat(name, 0, t.numel(), t.f32()));
-    return t;
-  }));
-  if (missing > 0) LOG(WARN) << "checkpoint has no fp8 amax history for " << missing << " GEMMs; they start empty";
-  return OkStatus();
 }
 
 }  // namespace
@@ -138,32 +84,9 @@ std::vector<CheckpointTensor> checkpoint_tensors(Transformer& model, AdamW* opti
 
 Status run_training(const ExperimentConfig& config, const TrainOptions& options) {
   const TrainConfig& tc = config.train;
-  if (tc.mode == TrainMode::kGrpo) {
-    return absl::UnimplementedError("train.mode: grpo lands with the GRPO issue (#6)");
-  }
-  if (config.log.tensorboard) {
-    return absl::UnimplementedError("log.tensorboard: TensorBoard event files are not written yet; "
-                                    "metrics.jsonl and scripts/plot_metrics.py cover the curves");
-  }
-  if (tc.device == DeviceChoice::kCuda) {
-    return absl::UnimplementedError("train.device: cuda lands with the CUDA backend issue (#11)");
-  }
-  if (config.parallel.dp > 1 || config.parallel.pp > 1 || config.parallel.ep > 1) {
-    return absl::UnimplementedError("parallel layouts beyond one process land with issues #7-#9");
-  }
-  const std::string run_dir = run_dir_of(config);
-  std::error_code ec;
-  fs::create_directories(run_dir, ec);
-  if (ec) return absl::PermissionDeniedError(absl::StrCat(run_dir, ": cannot create run directory: ", ec.message()));
-  LogLevel level = LogLevel::kInfo;
-  parse_log_level(config.log.level, &level);
-  set_log_level(level);
-  set_log_file((fs::path(run_dir) / "rank-00000.log").string());
-  {
-    std::ofstream out(fs::path(run_dir) / "config.yaml");
-    out << experiment_config_to_yaml(config);
-  }
-  LOG(INFO) << "run directory: " << run_dir;
+  if (tc.mode == TrainMode::kGrpo) return run_grpo(config, options);
+  RETURN_IF_ERROR(refuse_unlanded(config));
+  ASSIGN_OR_RETURN(const std::string run_dir, open_run_dir(config));
 
   // Data.
   ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, load_tokenizer(config.data.tokenizer));
@@ -181,11 +104,7 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
 
   // Model and optimizer.
   Transformer model(config.model, config.precision);
-  model.init(seed);
-  if (config.model.init_from.rfind("hf:", 0) == 0) {
-    RETURN_IF_ERROR(load_hf_weights(model, config.model.init_from.substr(3)));
-    LOG(INFO) << "initialised from " << config.model.init_from;
-  }
+  RETURN_IF_ERROR(init_model_weights(model, config.model, seed));
   std::vector<OptimTensor> opt_tensors = optimizer_tensors(model, config.optim);
   AdamW optimizer(config.optim, opt_tensors);
   LOG(INFO) << absl::StrFormat("model: %s, %.2fM parameters (%.2fM active matmul per token), %d blocks",
@@ -195,18 +114,10 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
   // Resume.
   int64_t start = 0;
   const std::string ckpt_root = checkpoint_root_of(config);
-  std::string resume = options.resume.empty() ? config.checkpoint.resume : options.resume;
-  std::string resume_dir;
-  if (resume == "auto") {
-    if (fs::exists(fs::path(ckpt_root) / "latest")) {
-      ASSIGN_OR_RETURN(resume_dir, resolve_checkpoint(ckpt_root));
-    }
-  } else if (resume != "never") {
-    ASSIGN_OR_RETURN(resume_dir, resolve_checkpoint(resume));
-  }
+  ASSIGN_OR_RETURN(const std::string resume_dir, resume_dir_of(config, options));
   if (!resume_dir.empty()) {
     ASSIGN_OR_RETURN(Checkpoint ckpt, Checkpoint::open(resume_dir));
-    RETURN_IF_ERROR(restore(ckpt, model, &optimizer));
+    RETURN_IF_ERROR(restore_checkpoint(ckpt, model, &optimizer));
     const auto& state = ckpt.meta().trainer_state;
     start = ckpt.meta().step;
     if (state.contains("optimizer_step")) optimizer.set_step_count(state["optimizer_step"].get<int64_t>());
@@ -243,17 +154,9 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
                           {"optimizer_step", optimizer.step_count()},
                           {"seed", tc.seed}};
     Timer t;
-    std::vector<CheckpointTensor> tensors = checkpoint_tensors(model, &optimizer);
-    const std::vector<Fp8StateTensor> fp8_state = fp8_state_tensors(gemms);
-    for (const Fp8StateTensor& s : fp8_state) {
-      CheckpointTensor ct;
-      ct.name = s.name;
-      ct.tensor = &s.value;
-      ct.global_shape = shape_of(s.value);
-      ct.offset.assign(ct.global_shape.size(), 0);
-      tensors.push_back(ct);
-    }
-    RETURN_IF_ERROR(save_checkpoint(ckpt_root, meta, tensors, config.checkpoint.keep_last));
+    std::vector<Fp8StateTensor> fp8_state;
+    RETURN_IF_ERROR(save_checkpoint(ckpt_root, meta, run_checkpoint_tensors(model, optimizer, fp8_state),
+                                    config.checkpoint.keep_last));
     LOG(INFO) << absl::StrFormat("checkpoint step %d saved in %.2fs", step, t.seconds());
     return OkStatus();
   };
@@ -392,7 +295,7 @@ StatusOr<LoadedModel> load_model_for_inference(const std::string& path, const st
   ASSIGN_OR_RETURN(out.config, parse_experiment_config(ckpt.meta().config_yaml, dir + "/manifest.json (config)"));
   out.step = ckpt.meta().step;
   out.model = std::make_unique<Transformer>(out.config.model, out.config.precision);
-  RETURN_IF_ERROR(restore(ckpt, *out.model, nullptr));
+  RETURN_IF_ERROR(restore_checkpoint(ckpt, *out.model, nullptr));
   ASSIGN_OR_RETURN(out.tokenizer,
                    load_tokenizer(tokenizer_override.empty() ? out.config.data.tokenizer : tokenizer_override));
   return out;

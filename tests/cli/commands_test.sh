@@ -53,8 +53,8 @@ for f in configs/*.yaml; do
 done
 
 # Not landed yet: plain message, exit 3.
-expect "grpo not landed" 3 "train.mode: grpo lands with the GRPO issue" \
-  "$STRATA" train configs/tiny_moe_grpo_countdown.yaml --set parallel.dp=1 --set parallel.ep=1
+expect "grpo layout not landed" 3 "parallel layouts beyond one process land with issues" \
+  "$STRATA" train configs/tiny_moe_grpo_countdown.yaml
 expect "tensorboard not written yet" 3 "log.tensorboard: TensorBoard event files are not written yet" \
   "$STRATA" train configs/tiny_dense.yaml --set log.tensorboard=true
 expect "plan not landed" 3 "not available yet" "$STRATA" plan configs/tiny_dense.yaml

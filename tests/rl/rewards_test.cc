@@ -1,5 +1,5 @@
 // Tests of reward composition (rl/rewards.h): a spec built from GrpoConfig.rewards sums weighted
-// components in name order; the builder refuses "command", unknown names, empty maps and a bad
+// components in name order; the builder refuses "command" without its program, unknown names, empty maps and a bad
 // overlong window; a reward given the wrong kind of gold answer is an error naming both.
 #include "rl/rewards.h"
 
@@ -91,14 +91,12 @@ TEST(RewardSpec, ZeroAndNegativeWeights) {
   EXPECT_EQ(r->components[0].value, 1.0);  // logged unweighted even at weight 0
 }
 
-TEST(RewardSpec, CommandRewardIsNotHereYet) {
+TEST(RewardSpec, CommandRewardNeedsItsProgram) {
   GrpoConfig cfg;
   cfg.rewards = {{"command", 1.0}};
-  cfg.reward_command = "python3 verify.py";
   auto spec = make_reward_spec(cfg);
   ASSERT_FALSE(spec.ok());
-  EXPECT_NE(spec.status().message().find("the command reward lands with the GRPO issue"), std::string::npos)
-      << spec.status();
+  EXPECT_NE(spec.status().message().find("needs grpo.reward_command"), std::string::npos) << spec.status();
   EXPECT_NE(spec.status().message().find("grpo.rewards.command"), std::string::npos);
 }
 

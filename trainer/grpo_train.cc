@@ -1,0 +1,585 @@
+#include "trainer/grpo_train.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/log.h"
+#include "core/timer.h"
+#include "data/tasks.h"
+#include "kernels/ops.h"
+#include "model/flops.h"
+#include "optim/schedule.h"
+#include "rl/grpo.h"
+#include "rl/pass_at_k.h"
+#include "rl/rewards.h"
+#include "rl/rollout.h"
+#include "trainer/config_yaml.h"
+#include "trainer/run_common.h"
+
+namespace strata {
+namespace {
+
+namespace fs = std::filesystem;
+
+// One prompt of the step with everything scoring needs.
+struct Problem {
+  int64_t index = 0;  // position in the global prompt stream (keys its sampling randomness)
+  Example example;
+  TaskAnswer answer;
+  std::string prompt_text;  // after the R1 template when data.r1_template
+  std::vector<int32_t> prompt_ids;
+};
+
+// A scored completion.
+struct Scored {
+  const Problem* problem = nullptr;
+  RolloutSample sample;
+  RewardResult reward;
+  bool correct = false;  // the task's answer is right (lenient: the answer alone)
+  double advantage = 0;
+};
+
+StatusOr<TaskAnswer> parse_task_answer(const std::string& text) {
+  if (text.empty()) return TaskAnswer::none();
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError(absl::StrCat("answer ", text, " is not a JSON object"));
+  try {
+    if (j.contains("numbers") && j.contains("target")) {
+      return TaskAnswer::countdown(j["numbers"].get<std::vector<int64_t>>(), j["target"].get<int64_t>());
+    }
+    if (j.contains("result")) return TaskAnswer::arithmetic(j["result"].get<int64_t>());
+    if (j.contains("gsm8k")) return TaskAnswer::gsm8k(j["gsm8k"].get<std::string>());
+    if (j.contains("boxed")) return TaskAnswer::boxed(j["boxed"].get<std::string>());
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("answer ", text, ": ", e.what()));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("answer ", text, " has none of result, numbers+target, gsm8k, boxed"));
+}
+
+StatusOr<Problem> make_problem(const DataLoader& loader, int64_t sample_id, int64_t index, const Tokenizer& tok,
+                               bool r1) {
+  Problem p;
+  p.index = index;
+  p.example = loader.example(sample_id);
+  auto answer = parse_task_answer(p.example.answer);
+  if (!answer.ok()) return annotate(answer.status(), absl::StrCat("example ", sample_id));
+  p.answer = *answer;
+  p.prompt_text = r1 ? apply_r1_template(p.example.prompt) : p.example.prompt;
+  p.prompt_ids = tok.encode(p.prompt_text);
+  if (p.prompt_ids.empty()) return absl::InvalidArgumentError(absl::StrCat("example ", sample_id, ": empty prompt"));
+  return p;
+}
+
+RolloutOptions rollout_options(const GrpoConfig& g, const Tokenizer& tok) {
+  RolloutOptions o;
+  o.sampling.max_new_tokens = g.max_new_tokens;
+  o.sampling.temperature = static_cast<float>(g.temperature);
+  o.sampling.top_k = g.top_k;
+  o.sampling.top_p = static_cast<float>(g.top_p);
+  o.sampling.eos_id = tok.eos_id();
+  o.stop = g.stop;
+  o.group_size = g.group_size;
+  o.batch_rows = g.rollout_batch;
+  return o;
+}
+
+// Samples G completions for each problem and scores them.
+StatusOr<std::vector<Scored>> sample_and_score(Transformer& model, const Tokenizer& tok,
+                                               const std::vector<Problem>& problems, const RolloutOptions& options,
+                                               const RewardSpec& rewards, uint64_t seed, int64_t key_step,
+                                               RolloutResult* stats) {
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<int64_t> indices;
+  for (const Problem& p : problems) {
+    prompts.push_back(p.prompt_ids);
+    indices.push_back(p.index);
+  }
+  RolloutResult r = rollout(model, tok, prompts, indices, options, seed, key_step);
+  std::vector<Scored> out;
+  for (size_t i = 0; i < r.samples.size(); ++i) {
+    Scored s;
+    s.problem = &problems[i / static_cast<size_t>(options.group_size)];
+    s.sample = std::move(r.samples[i]);
+    RewardInput in{s.problem->prompt_text, s.sample.text, s.problem->answer,
+                   static_cast<int64_t>(s.sample.completion.size()), s.sample.truncated, s.problem->example.answer};
+    auto reward = rewards.score(in);
+    if (!reward.ok()) return annotate(reward.status(), absl::StrCat("scoring prompt ", s.problem->index));
+    s.reward = *reward;
+    s.correct = task_answer_correct(s.sample.text, s.problem->answer);
+    out.push_back(std::move(s));
+  }
+  stats->new_tokens += r.new_tokens;
+  stats->seconds += r.seconds;
+  return out;
+}
+
+// The training rows of a micro-batch: prompt + completion, right-padded; targets on the
+// completion tokens only (and none where overlong filtering masks a truncated completion).
+struct MicroBatch {
+  Batch batch;
+  std::vector<int64_t> rows;          // indices into the step's samples
+  std::vector<int64_t> first_target;  // per row: position predicting the first completion token
+  std::vector<int64_t> n_completion;  // per row: completion tokens
+};
+
+MicroBatch make_micro_batch(const std::vector<Scored>& samples, int64_t begin, int64_t end, int64_t vocab,
+                            float logit_scale, bool overlong_filter) {
+  MicroBatch mb;
+  int64_t T = 1;
+  for (int64_t i = begin; i < end; ++i) {
+    const auto& s = samples[i].sample;
+    T = std::max<int64_t>(T, static_cast<int64_t>(s.prompt.size() + s.completion.size()));
+  }
+  Batch& b = mb.batch;
+  b.B = end - begin;
+  b.T = T;
+  b.tokens.assign(static_cast<size_t>(b.B * T), 0);
+  b.targets.assign(static_cast<size_t>(b.B * T), -1);
+  b.logit_scale = logit_scale;
+  for (int64_t i = begin; i < end; ++i) {
+    const auto& s = samples[i].sample;
+    const int64_t r = i - begin, P = static_cast<int64_t>(s.prompt.size()), n = static_cast<int64_t>(s.completion.size());
+    for (int64_t t = 0; t < P; ++t) b.tokens[r * T + t] = s.prompt[t];
+    for (int64_t t = 0; t < n; ++t) b.tokens[r * T + P + t] = s.completion[t];
+    const bool masked = overlong_filter && s.truncated;
+    if (!masked)
+      for (int64_t t = 0; t < n; ++t) b.targets[r * T + P - 1 + t] = s.completion[t];
+    mb.rows.push_back(i);
+    mb.first_target.push_back(r * T + P - 1);
+    mb.n_completion.push_back(n);
+  }
+  b.finalize(vocab);
+  return mb;
+}
+
+// Per-row completion log-probs of a forward (no gradient kept).
+std::vector<std::vector<float>> completion_logp(Transformer& model, const MicroBatch& mb) {
+  Activations acts;
+  model.forward(mb.batch, acts, 1.0);
+  std::vector<std::vector<float>> out;
+  for (size_t r = 0; r < mb.rows.size(); ++r) {
+    const float* lp = acts.token_logp.data() + mb.first_target[r];
+    out.emplace_back(lp, lp + mb.n_completion[r]);
+  }
+  return out;
+}
+
+// Mean entropy (nats) of the sampling distribution over the loss positions of a forward.
+double entropy_sum(const Activations& acts, const Batch& b, int64_t V, int64_t* count) {
+  double sum = 0;
+  for (int64_t i = 0; i < b.B * b.T; ++i) {
+    if (b.targets[i] < 0) continue;
+    const float* z = acts.logits.f32() + i * V;  // already scaled; overwritten only by backward
+    const double lse = acts.lse.f32()[i];
+    double ez = 0;
+    for (int64_t v = 0; v < V; ++v) ez += std::exp(z[v] - lse) * z[v];
+    sum += lse - ez;
+    ++*count;
+  }
+  return sum;
+}
+
+struct EvalStats {
+  double greedy_accuracy = 0, pass_at_1 = 0, pass_at_k = 0, mean_reward = 0, seconds = 0;
+};
+
+StatusOr<EvalStats> evaluate(Transformer& model, const Tokenizer& tok, const std::vector<Problem>& problems,
+                             const GrpoConfig& g, const RewardSpec& rewards, uint64_t seed) {
+  EvalStats e;
+  Timer timer;
+  RolloutResult stats;
+  // Fixed keys (step -1): every evaluation of a run samples with the same randomness.
+  RolloutOptions greedy = rollout_options(g, tok);
+  greedy.group_size = 1;
+  greedy.sampling.temperature = 0.0f;
+  ASSIGN_OR_RETURN(std::vector<Scored> gs, sample_and_score(model, tok, problems, greedy, rewards, seed, -1, &stats));
+  for (const Scored& s : gs) e.greedy_accuracy += s.correct;
+  e.greedy_accuracy /= static_cast<double>(gs.size());
+  RolloutOptions sampled = rollout_options(g, tok);
+  sampled.group_size = g.eval_samples;
+  ASSIGN_OR_RETURN(std::vector<Scored> ss, sample_and_score(model, tok, problems, sampled, rewards, seed, -1, &stats));
+  std::vector<SampleCounts> counts(problems.size());
+  for (size_t i = 0; i < ss.size(); ++i) {
+    SampleCounts& c = counts[i / static_cast<size_t>(g.eval_samples)];
+    c.n++;
+    c.correct += ss[i].correct;
+    e.mean_reward += ss[i].reward.total;
+  }
+  e.mean_reward /= static_cast<double>(ss.size());
+  ASSIGN_OR_RETURN(e.pass_at_1, mean_pass_at_k(counts, 1));
+  ASSIGN_OR_RETURN(e.pass_at_k, mean_pass_at_k(counts, g.eval_samples));
+  e.seconds = timer.seconds();
+  return e;
+}
+
+void copy_weights(const Transformer& from, Transformer& to) {
+  for (size_t i = 0; i < from.params().size(); ++i) {
+    const Tensor& src = from.params()[i].param->value;
+    copy_f32(to.params()[i].param->value.f32(), src.f32(), src.numel());
+  }
+  to.mark_weights_changed();
+}
+
+}  // namespace
+
+Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
+  const TrainConfig& tc = config.train;
+  const GrpoConfig& g = config.grpo;
+  RETURN_IF_ERROR(refuse_unlanded(config));
+  ASSIGN_OR_RETURN(const std::string run_dir, open_run_dir(config));
+
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, load_tokenizer(config.data.tokenizer));
+  if (tok->vocab_size() > config.model.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat("data.tokenizer ", tok->name(), " has ", tok->vocab_size(),
+                                                   " tokens but model.vocab_size is ", config.model.vocab_size));
+  }
+  const uint64_t seed = static_cast<uint64_t>(tc.seed);
+  ASSIGN_OR_RETURN(std::unique_ptr<DataLoader> loader, DataLoader::create(config.data, *tok, seed, Split::kTrain));
+  ASSIGN_OR_RETURN(RewardSpec rewards, make_reward_spec(g));
+  const bool r1 = config.data.r1_template;
+
+  // Held-out problems, fixed for the run.
+  std::vector<Problem> eval_problems;
+  {
+    auto el = DataLoader::create(config.data, *tok, seed, Split::kEval);
+    if (el.ok()) {
+      const int64_t n = std::min<int64_t>(g.eval_problems, (*el)->size());
+      for (int64_t i = 0; i < n; ++i) {
+        ASSIGN_OR_RETURN(Problem p, make_problem(**el, i, i, *tok, r1));
+        eval_problems.push_back(std::move(p));
+      }
+    } else {
+      LOG(WARN) << "no held-out split (" << el.status().message() << "): no evaluation";
+    }
+  }
+
+  Transformer model(config.model, config.precision);
+  RETURN_IF_ERROR(init_model_weights(model, config.model, seed));
+  std::vector<OptimTensor> opt_tensors = optimizer_tensors(model, config.optim);
+  AdamW optimizer(config.optim, opt_tensors);
+  const std::vector<LinearGemm*> gemms = model.linear_gemms();
+  const bool fp8_delayed =
+      config.precision.mode == PrecisionMode::kFp8 && config.precision.fp8.recipe == Fp8Recipe::kTensorwiseDelayed;
+  // The frozen reference policy, only when the KL term needs it.
+  std::unique_ptr<Transformer> ref;
+  if (g.beta > 0) {
+    ref = std::make_unique<Transformer>(config.model, config.precision);
+    copy_weights(model, *ref);
+  }
+  LOG(INFO) << absl::StrFormat("GRPO: %d prompts x %d samples per step, %d steps, loss %s, beta %g%s",
+                               g.prompts_per_step, g.group_size, tc.steps,
+                               g.loss_type == GrpoLossType::kGrpo   ? "grpo"
+                               : g.loss_type == GrpoLossType::kDapo ? "dapo"
+                                                                    : "dr_grpo",
+                               g.beta, g.dynamic_sampling ? ", dynamic sampling" : "");
+
+  // Resume.
+  int64_t start = 0, cursor = 0;
+  ASSIGN_OR_RETURN(const std::string resume_dir, resume_dir_of(config, options));
+  if (!resume_dir.empty()) {
+    ASSIGN_OR_RETURN(Checkpoint ckpt, Checkpoint::open(resume_dir));
+    RETURN_IF_ERROR(restore_checkpoint(ckpt, model, &optimizer));
+    const auto& state = ckpt.meta().trainer_state;
+    start = ckpt.meta().step;
+    if (state.contains("optimizer_step")) optimizer.set_step_count(state["optimizer_step"].get<int64_t>());
+    if (state.contains("prompt_cursor")) cursor = state["prompt_cursor"].get<int64_t>();
+    if (ref) {
+      for (const ParamRef& p : ref->params()) {
+        const std::string name = "ref." + p.name;
+        if (!ckpt.has_tensor(name)) {
+          return absl::NotFoundError(absl::StrCat(resume_dir, ": no reference policy tensor ", name,
+                                                  " (saved with grpo.beta = 0?)"));
+        }
+        RETURN_IF_ERROR(ckpt.read_flat(name, 0, p.param->value.numel(), p.param->value.f32()));
+      }
+      ref->mark_weights_changed();
+    }
+    LOG(INFO) << "resumed from " << resume_dir << " at step " << start;
+  }
+
+  MetricsWriter metrics;
+  if (config.log.metrics_jsonl) metrics.open((fs::path(run_dir) / "metrics.jsonl").string(), start);
+  std::ofstream samples_out;
+  if (g.samples_every > 0) samples_out.open(fs::path(run_dir) / "samples.jsonl", start > 0 ? std::ios::app : std::ios::trunc);
+  const double peak = measure_sgemm_peak_flops();
+  const int64_t V = config.model.vocab_size, mb_rows = config.data.micro_batch_size;
+  const float logit_scale = static_cast<float>(1.0 / g.temperature);
+  const RolloutOptions ropts = rollout_options(g, *tok);
+
+  auto save = [&](int64_t step) -> Status {
+    CheckpointMeta meta;
+    meta.step = step;
+    meta.config_yaml = experiment_config_to_yaml(config);
+    meta.layout = {{"world", 1}, {"dp", 1}, {"pp", 1}, {"ep", 1}};
+    meta.trainer_state = {{"step", step},
+                          {"prompt_cursor", cursor},
+                          {"optimizer_step", optimizer.step_count()},
+                          {"seed", tc.seed}};
+    std::vector<CheckpointTensor> extra;
+    if (ref)
+      for (const ParamRef& p : ref->params()) extra.push_back(whole_tensor("ref." + p.name, p.param->value));
+    std::vector<Fp8StateTensor> fp8_state;
+    Timer t;
+    RETURN_IF_ERROR(save_checkpoint(checkpoint_root_of(config), meta,
+                                    run_checkpoint_tensors(model, optimizer, fp8_state, extra),
+                                    config.checkpoint.keep_last));
+    LOG(INFO) << absl::StrFormat("checkpoint step %d saved in %.2fs", step, t.seconds());
+    return OkStatus();
+  };
+  auto run_eval = [&](int64_t done) -> Status {
+    if (eval_problems.empty()) return OkStatus();
+    ASSIGN_OR_RETURN(EvalStats e, evaluate(model, *tok, eval_problems, g, rewards, seed));
+    MetricRecord r;
+    r.kind = "eval";
+    r.step = done;
+    r.add("eval_accuracy", e.greedy_accuracy);
+    r.add("eval_pass_at_1", e.pass_at_1);
+    r.add(absl::StrCat("eval_pass_at_", g.eval_samples), e.pass_at_k);
+    r.add("eval_reward", e.mean_reward);
+    r.add("eval_s", e.seconds);
+    LOG(INFO) << format_metric_line(r);
+    metrics.write(r);
+    return OkStatus();
+  };
+  if (start == 0 && tc.eval_every > 0) RETURN_IF_ERROR(run_eval(0));
+
+  int64_t steps_this_process = 0;
+  for (int64_t step = start; step < tc.steps; ++step) {
+    Timer step_timer;
+    fp8_reset_step(gemms);
+    // ---- rollouts, rewards, dynamic sampling ----
+    std::vector<Problem> problems;  // owns the problems the samples point to (stable: reserved)
+    problems.reserve(static_cast<size_t>(g.prompts_per_step * g.max_sampling_rounds));
+    std::vector<Scored> batch;
+    RolloutResult rstats;
+    int64_t groups_seen = 0, zero_spread = 0, rounds = 0;
+    const int64_t rounds_max = g.dynamic_sampling ? g.max_sampling_rounds : 1;
+    while (rounds < rounds_max && static_cast<int64_t>(batch.size()) < g.prompts_per_step * g.group_size) {
+      std::vector<int64_t> ids = loader->sample_ids(cursor, g.prompts_per_step);
+      const size_t first_new = problems.size();
+      for (int64_t i = 0; i < g.prompts_per_step; ++i) {
+        ASSIGN_OR_RETURN(Problem p, make_problem(*loader, ids[i], cursor + i, *tok, r1));
+        problems.push_back(std::move(p));
+      }
+      cursor += g.prompts_per_step;
+      std::vector<Problem> round(problems.begin() + static_cast<std::ptrdiff_t>(first_new), problems.end());
+      ASSIGN_OR_RETURN(std::vector<Scored> scored,
+                       sample_and_score(model, *tok, round, ropts, rewards, seed, step * 64 + rounds, &rstats));
+      for (size_t k = 0; k < scored.size(); ++k)  // point at the stable copies
+        scored[k].problem = &problems[first_new + k / static_cast<size_t>(g.group_size)];
+      for (size_t gi = 0; gi < scored.size(); gi += static_cast<size_t>(g.group_size)) {
+        ++groups_seen;
+        bool equal = true;
+        for (int64_t k = 1; k < g.group_size; ++k) equal = equal && scored[gi + k].reward.total == scored[gi].reward.total;
+        zero_spread += equal;
+        if (g.dynamic_sampling && equal) continue;
+        if (static_cast<int64_t>(batch.size()) >= g.prompts_per_step * g.group_size) break;
+        for (int64_t k = 0; k < g.group_size; ++k) batch.push_back(scored[gi + k]);
+      }
+      ++rounds;
+    }
+
+    // ---- advantages and global denominators ----
+    std::vector<double> rs;
+    for (const Scored& s : batch) rs.push_back(s.reward.total);
+    const std::vector<double> adv = grpo_advantages(rs, g.group_size, g.scale_rewards);
+    GrpoDenominators den;
+    den.sequences = static_cast<double>(std::max<size_t>(batch.size(), 1));
+    den.max_completion_length = static_cast<double>(g.max_new_tokens);
+    double completion_tokens = 0, prompt_tokens = 0, masked_tokens = 0;
+    int64_t truncated = 0, correct = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      batch[i].advantage = adv[i];
+      const double n = static_cast<double>(batch[i].sample.completion.size());
+      completion_tokens += n;
+      prompt_tokens += static_cast<double>(batch[i].sample.prompt.size());
+      truncated += batch[i].sample.truncated;
+      correct += batch[i].correct;
+      if (!(g.overlong_filter && batch[i].sample.truncated)) masked_tokens += n;
+    }
+    den.tokens = std::max(masked_tokens, 1.0);
+
+    std::vector<MicroBatch> micro;
+    for (int64_t b = 0; b < static_cast<int64_t>(batch.size()); b += mb_rows) {
+      micro.push_back(make_micro_batch(batch, b, std::min<int64_t>(b + mb_rows, static_cast<int64_t>(batch.size())), V,
+                                       logit_scale, g.overlong_filter));
+    }
+    // logp_old from the rollout weights' own forward (only needed for num_iterations > 1: with
+    // one update the old policy is the current one and the ratio is exactly 1).
+    std::vector<std::vector<std::vector<float>>> old_logp, ref_logp;
+    double extra_forward_tokens = 0;
+    for (const MicroBatch& m : micro) {
+      if (g.num_iterations > 1) {
+        old_logp.push_back(completion_logp(model, m));
+        extra_forward_tokens += static_cast<double>(m.batch.B * m.batch.T);
+      }
+      if (ref) {
+        ref_logp.push_back(completion_logp(*ref, m));
+        extra_forward_tokens += static_cast<double>(m.batch.B * m.batch.T);
+      }
+    }
+
+    // ---- updates ----
+    double loss = 0, kl_sum = 0, ratio_sum = 0, entropy = 0, grad_norm = 0;
+    int64_t clip_low = 0, clip_high = 0, loss_tokens = 0, entropy_count = 0;
+    double trained_tokens = 0;
+    bool bad = false;
+    std::string bad_what;
+    std::vector<MoeStats> loads;
+    const double lr = lr_at(config.optim, step, tc.steps);
+    for (int64_t it = 0; it < g.num_iterations && !batch.empty(); ++it) {
+      zero_grads(model.params());
+      if (it > 0) fp8_reset_step(gemms);
+      double it_loss = 0;
+      for (size_t mi = 0; mi < micro.size(); ++mi) {
+        const MicroBatch& m = micro[mi];
+        Activations acts;
+        model.forward(m.batch, acts, 1.0, nullptr, nullptr, 1.0 / static_cast<double>(micro.size()));  // CE unused
+        it_loss += acts.aux_loss;
+        if (it == 0) {
+          entropy += entropy_sum(acts, m.batch, V, &entropy_count);
+          std::vector<MoeStats> s = model.moe_stats(acts);
+          if (loads.empty()) {
+            loads = s;
+          } else {
+            for (size_t i = 0; i < s.size(); ++i)
+              for (size_t e = 0; e < s[i].load.size(); ++e) loads[i].load[e] += s[i].load[e];
+          }
+        }
+        GrpoPiece piece;
+        piece.offsets.push_back(0);
+        for (size_t r = 0; r < m.rows.size(); ++r) {
+          const Scored& s = batch[m.rows[r]];
+          const int64_t n = m.n_completion[r], at = m.first_target[r];
+          const bool keep = !(g.overlong_filter && s.sample.truncated);
+          for (int64_t t = 0; t < n; ++t) {
+            const float lp = acts.token_logp[at + t];
+            piece.logp.push_back(lp);
+            piece.logp_old.push_back(g.num_iterations > 1 ? old_logp[mi][r][t] : lp);
+            if (ref) piece.logp_ref.push_back(ref_logp[mi][r][t]);
+            piece.mask.push_back(keep ? 1 : 0);
+          }
+          piece.offsets.push_back(static_cast<int64_t>(piece.logp.size()));
+          piece.advantage.push_back(s.advantage);
+        }
+        const GrpoLossResult res = grpo_loss(piece, g, den);
+        it_loss += res.loss;
+        acts.token_logp_grad.assign(acts.token_logp.size(), 0.0f);
+        for (size_t r = 0, k = 0; r < m.rows.size(); ++r)
+          for (int64_t t = 0; t < m.n_completion[r]; ++t, ++k) acts.token_logp_grad[m.first_target[r] + t] = res.dlogp[k];
+        if (it == 0) {
+          kl_sum += res.kl_sum;
+          ratio_sum += res.ratio_sum;
+          clip_low += res.clipped_low;
+          clip_high += res.clipped_high;
+          loss_tokens += res.tokens;
+        }
+        trained_tokens += static_cast<double>(m.batch.B * m.batch.T);
+        model.backward(acts);
+      }
+      if (it == 0) loss = it_loss;
+      const Fp8Events fp8 = fp8_events(gemms);
+      if (!std::isfinite(it_loss) || grads_have_nonfinite(opt_tensors) || fp8.nonfinite > 0) {
+        bad = true;
+        bad_what = fp8.nonfinite > 0 ? absl::StrCat("non-finite values (", fp8.nonfinite, ") in an fp8 operand, first in ", fp8.first)
+                                     : std::string("non-finite loss or gradients");
+        break;
+      }
+      grad_norm = clip_grad_norm(opt_tensors, config.optim.grad_clip);
+      optimizer.step(lr);
+      model.mark_weights_changed();
+      if (fp8_delayed) fp8_commit_amax(gemms, fp8_pending_amax(gemms));
+    }
+    if (bad) {
+      LOG(WARN) << "step " << step << ": " << bad_what
+                << (tc.nan_policy == NanPolicy::kSkip ? "; skipping the update" : "; stopping (train.nan_policy: stop)");
+      if (tc.nan_policy == NanPolicy::kStop) return absl::AbortedError(absl::StrCat("step ", step, ": ", bad_what));
+    } else if (config.model.moe.bias_update_rate > 0 && !loads.empty()) {
+      model.update_router_biases(loads, static_cast<float>(config.model.moe.bias_update_rate));
+    }
+    const int64_t done = step + 1;
+    if (ref && g.ref_refresh_steps > 0 && done % g.ref_refresh_steps == 0) copy_weights(model, *ref);
+
+    // ---- metrics ----
+    const double secs = step_timer.seconds();
+    if (done % config.log.every == 0 || done == tc.steps) {
+      double mean = 0, var = 0;
+      for (double r : rs) mean += r;
+      mean /= std::max<double>(rs.size(), 1);
+      for (double r : rs) var += (r - mean) * (r - mean);
+      const double n = static_cast<double>(batch.size());
+      const double S = batch.empty() ? 1.0 : (prompt_tokens + completion_tokens) / n;
+      const double flops = g.num_iterations * train_flops_per_token(config.model, static_cast<int64_t>(S)) *
+                               (prompt_tokens + completion_tokens) +
+                           forward_flops_per_token(config.model, static_cast<int64_t>(S)) *
+                               (prompt_tokens + static_cast<double>(rstats.new_tokens) + extra_forward_tokens);
+      MetricRecord r;
+      r.step = done;
+      r.add("loss", loss);
+      r.add("reward", mean);
+      r.add("reward_std", n > 1 ? std::sqrt(var / (n - 1)) : 0.0);
+      r.add("accuracy", n > 0 ? correct / n : 0.0);
+      for (size_t c = 0; !batch.empty() && c < batch[0].reward.components.size(); ++c) {
+        double sum = 0;
+        for (const Scored& s : batch) sum += s.reward.components[c].value;
+        r.add("reward_" + batch[0].reward.components[c].name, sum / n);
+      }
+      r.add("zero_spread", groups_seen > 0 ? static_cast<double>(zero_spread) / groups_seen : 0.0);
+      if (g.dynamic_sampling) r.add("sampling_rounds", static_cast<double>(rounds));
+      r.add("completion_len", n > 0 ? completion_tokens / n : 0.0);
+      r.add("truncated", n > 0 ? truncated / n : 0.0);
+      r.add("kl", loss_tokens > 0 ? kl_sum / loss_tokens : 0.0);
+      r.add("ratio", loss_tokens > 0 ? ratio_sum / loss_tokens : 0.0);
+      r.add("clip_frac", loss_tokens > 0 ? static_cast<double>(clip_low + clip_high) / loss_tokens : 0.0);
+      r.add("entropy", entropy_count > 0 ? entropy / entropy_count : 0.0);
+      r.add("lr", lr);
+      r.add("grad_norm", grad_norm);
+      r.add("rollout_tok_s", rstats.tokens_per_s());
+      r.add("rollout_s", rstats.seconds);
+      r.add("step_s", secs);
+      r.add("mfu", flops / secs / peak);
+      r.add("memory_gb", resident_memory_bytes() / 1e9);
+      if (bad) r.add("skipped", 1.0);
+      LOG(INFO) << format_metric_line(r);
+      metrics.write(r);
+    }
+    if (samples_out.is_open() && g.samples_every > 0 && done % g.samples_every == 0) {
+      for (size_t i = 0; i < batch.size() && i < static_cast<size_t>(2 * g.group_size); ++i) {
+        const Scored& s = batch[i];
+        nlohmann::json comps = nlohmann::json::object();
+        for (const RewardComponent& c : s.reward.components) comps[c.name] = c.value;
+        nlohmann::json j = {{"step", done},
+                            {"prompt_index", s.problem->index},
+                            {"sample", s.sample.sample_index},
+                            {"prompt", s.problem->prompt_text},
+                            {"completion", s.sample.text},
+                            {"reward", s.reward.total},
+                            {"rewards", comps},
+                            {"advantage", s.advantage},
+                            {"correct", s.correct},
+                            {"truncated", s.sample.truncated}};
+        samples_out << j.dump() << "\n";
+      }
+      samples_out.flush();
+    }
+    const bool last = done == tc.steps;
+    if ((tc.eval_every > 0 && done % tc.eval_every == 0) || last) RETURN_IF_ERROR(run_eval(done));
+    if ((config.checkpoint.every > 0 && done % config.checkpoint.every == 0) || last) RETURN_IF_ERROR(save(done));
+    ++steps_this_process;
+    if (options.stop_after > 0 && steps_this_process >= options.stop_after) {
+      LOG(INFO) << "stopping after " << steps_this_process << " steps (--stop-after)";
+      break;
+    }
+  }
+  LOG(INFO) << "done: results in " << run_dir << " (metrics.jsonl, samples.jsonl, checkpoints/)";
+  return OkStatus();
+}
+
+}  // namespace strata

@@ -1,0 +1,49 @@
+// What the two training loops share (pretrain/SFT in train.cc, GRPO in grpo_train.cc): the run
+// directory and its logs, the refusals of features that have not landed, initial weights
+// (random, hf:DIR or ckpt:PATH), resuming, and the checkpoint contents (parameters, optimizer
+// moments, FP8 amax histories, plus whatever extra tensors a loop adds).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "data/loader.h"
+#include "kernels/precision/scaling.h"
+#include "model/transformer.h"
+#include "optim/adamw.h"
+#include "trainer/checkpoint.h"
+#include "trainer/experiment_config.h"
+#include "trainer/train.h"
+
+namespace strata {
+
+std::string run_dir_of(const ExperimentConfig& c);
+std::string checkpoint_root_of(const ExperimentConfig& c);
+// Features a config can name that this build cannot run yet (Unimplemented, exit 3).
+Status refuse_unlanded(const ExperimentConfig& c);
+// Creates the run directory, points the log file at it and saves the resolved config.
+StatusOr<std::string> open_run_dir(const ExperimentConfig& c);
+
+Batch to_model_batch(const TokenBatch& tb, int64_t vocab);
+std::vector<int64_t> shape_of(const Tensor& t);
+
+// Random init from the seed, then model.init_from: hf:DIR (Hugging Face) or ckpt:PATH (a Strata
+// checkpoint, run or step directory: its weights only, not its optimizer state).
+Status init_model_weights(Transformer& model, const ModelConfig& config, uint64_t seed);
+
+// The checkpoint to resume from ("" = start fresh): checkpoint.resume / --resume, auto = latest.
+StatusOr<std::string> resume_dir_of(const ExperimentConfig& c, const TrainOptions& options);
+// Copies a checkpoint's parameters (and optimizer state when given) into the model, and the FP8
+// amax histories (a checkpoint of another precision has none: they start empty).
+Status restore_checkpoint(const Checkpoint& ckpt, Transformer& model, AdamW* optimizer);
+
+// Tensors a training checkpoint stores: parameters, optimizer state, FP8 histories (kept alive
+// by `fp8_state`), then `extra`.
+std::vector<CheckpointTensor> run_checkpoint_tensors(Transformer& model, AdamW& optimizer,
+                                                     std::vector<Fp8StateTensor>& fp8_state,
+                                                     const std::vector<CheckpointTensor>& extra = {});
+CheckpointTensor whole_tensor(const std::string& name, const Tensor& t);
+
+}  // namespace strata
