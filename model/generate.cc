@@ -106,6 +106,7 @@ Generation generate(Transformer& model, const std::vector<std::vector<int32_t>>&
       step_pos[b] = next_pos[b]++;
     }
     out.steps = step + 1;
+    if (step + 1 == params.max_new_tokens) break;  // every row is done or truncated: no decode needed
     if (!(any_active ? any_active(!all_done) : !all_done)) break;
     logits = model.decode(caches, step_tokens, step_pos, key_start, B, 1, /*last_only=*/true);
   }

@@ -1,38 +1,59 @@
 #!/usr/bin/env bash
-# The main job: installs what is missing, builds, and runs the best experiment Strata has today:
-# SFT of a tiny model on 3-digit addition and subtraction with worked traces
-# (configs/sft_arithmetic_tiny.yaml, ~6-9 minutes on 2 cores), then scores it on 500 held-out
-# problems with `strata eval`. The planned quickstart (SFT warm-up, then GRPO on countdown, on a
-# tiny MoE over several MPI ranks) replaces it when GRPO (#6) and the MPI layouts (#7, #8) land.
+# The main job: installs what is missing, builds, and runs the quickstart experiment, DeepSeek-R1's
+# recipe in miniature on a tiny Qwen3-style MoE (1.9M parameters, 8 experts, top-2):
+#   1. SFT warm-up (configs/quickstart_sft.yaml, ~4 minutes on 2 cores) on 3-digit addition and
+#      subtraction with worked traces from an imperfect teacher that forgets carries in 60% of its
+#      traces; trained to a plateau (held-out accuracy of its last two checkpoints is printed).
+#   2. GRPO (configs/quickstart_grpo.yaml, ~6 minutes) from that checkpoint on the exact-answer
+#      verifier: the model samples its own rollouts and learns which carries to keep.
+#   3. `strata eval` of both on 500 held-out problems (greedy accuracy, and pass@1 / pass@8 from 8
+#      samples), answers scored leniently on the answer alone, so format learning does not count.
+# One process for now; the parallel layouts (issues #7-#9) re-run it over MPI ranks.
 #
-#   scripts/run.sh                  # the experiment; results under runs/sft_arithmetic_tiny/
-#   RUN_CONFIG=configs/sft_arithmetic_tiny_moe.yaml scripts/run.sh   # the MoE variant
+#   scripts/run.sh            # results under runs/quickstart_sft/ and runs/quickstart_grpo/
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$root/build}
-config=${RUN_CONFIG:-configs/sft_arithmetic_tiny.yaml}
 "$root/scripts/setup.sh"
 "$root/scripts/build.sh"
 cd "$root"
-name=$(basename "$config" .yaml)
-run="runs/$name"
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-2}
+sft=runs/quickstart_sft
+grpo=runs/quickstart_grpo
 
-echo "run: training $config (resumes from $run/checkpoints/latest if a previous run stopped)"
+evaluate() {  # checkpoint, output prefix
+  "$build/strata" eval "$1" --task arithmetic --n 500 --out "$2_greedy.jsonl" | tee "$2_greedy.txt"
+  "$build/strata" eval "$1" --task arithmetic --n 500 --samples 8 --temperature 1 | tee "$2_sampled.txt"
+}
+accuracy() { grep -o 'accuracy [0-9.]*%' "$1" | cut -d' ' -f2; }
+pass() { grep -o "pass@$2 [0-9.]*%" "$1" | cut -d' ' -f2; }
+
+echo "run: 1/3 SFT warm-up (configs/quickstart_sft.yaml; resumes if a previous run stopped)"
 start=$(date +%s)
-"$build/strata" train "$config"
-train_s=$(( $(date +%s) - start ))
-echo "run: evaluating on 500 held-out problems"
-"$build/strata" eval "$run" --task arithmetic --n 500 --out "$run/eval_completions.jsonl" | tee "$run/eval.txt"
+"$build/strata" train configs/quickstart_sft.yaml
+sft_s=$(( $(date +%s) - start ))
+# The plateau: the last two checkpoints score the same on held-out problems.
+prev=$(ls -d "$sft"/checkpoints/step_* | sort | tail -2 | head -1)
+"$build/strata" eval "$prev" --task arithmetic --n 500 > "$sft/eval_previous.txt"
+evaluate "$sft" "$sft/eval"
+
+echo "run: 2/3 GRPO from the SFT checkpoint (configs/quickstart_grpo.yaml)"
+start=$(date +%s)
+"$build/strata" train configs/quickstart_grpo.yaml
+grpo_s=$(( $(date +%s) - start ))
+echo "run: 3/3 evaluating the GRPO model"
+evaluate "$grpo" "$grpo/eval"
 if python3 -c "import matplotlib" 2>/dev/null; then
-  python3 scripts/plot_metrics.py "$run" || true
+  python3 scripts/plot_metrics.py "$grpo" || true
 fi
+
 cat <<MSG
 
-run: what ran: SFT of $config for the steps it sets ($train_s s of training here), then greedy
-     evaluation on 500 held-out problems. GRPO (#6) and multi-rank layouts (#7-#9) are not in this
-     build yet, so the planned SFT-then-GRPO quickstart on a tiny MoE over MPI ranks is not run.
-run: results in $run/: metrics.jsonl (per-step loss, lr, tokens/s, MFU), eval.txt (accuracy),
-     eval_completions.jsonl, checkpoints/, rank-00000.log, config.yaml
-     try: build/strata generate $run --prompt "Compute 123+456" --temperature 0
+run: held-out answer accuracy on 500 problems (greedy; pass@k from 8 samples at temperature 1)
+     SFT  $(basename "$prev"): $(accuracy "$sft/eval_previous.txt")   final: $(accuracy "$sft/eval_greedy.txt")   pass@1 $(pass "$sft/eval_sampled.txt" 1)  pass@8 $(pass "$sft/eval_sampled.txt" 8)   (${sft_s} s)
+     GRPO final: $(accuracy "$grpo/eval_greedy.txt")   pass@1 $(pass "$grpo/eval_sampled.txt" 1)  pass@8 $(pass "$grpo/eval_sampled.txt" 8)   (${grpo_s} s)
+run: results in $sft/ and $grpo/: metrics.jsonl (per-step loss, reward, accuracy, KL, entropy,
+     rollout tokens/s, MFU), samples.jsonl (what the model wrote, with rewards), eval_*.txt,
+     eval_greedy.jsonl (every held-out completion), checkpoints/, rank-00000.log, config.yaml
+     plot: python3 scripts/plot_metrics.py $grpo      try: build/strata generate $grpo --prompt "Compute 347+589" --temperature 0
 MSG

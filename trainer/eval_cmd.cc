@@ -13,6 +13,7 @@
 #include "data/tasks.h"
 #include "model/generate.h"
 #include "rl/pass_at_k.h"
+#include "rl/rewards.h"
 #include "rl/verifiers.h"
 #include "trainer/cli.h"
 #include "trainer/train.h"
@@ -20,12 +21,27 @@
 namespace strata {
 namespace {
 
-// Scores one completion with the verifier of the task: 1 for correct.
-StatusOr<double> verify(TaskKind kind, const std::string& answer_json, const std::string& completion) {
+struct Verdict {
+  double reward = 0;     // the task's reward (strict: needs the <answer> tag)
+  bool correct = false;  // the answer alone is right (lenient: format does not count)
+};
+
+// Scores one completion with the verifier of the task.
+StatusOr<Verdict> verify(TaskKind kind, const std::string& answer_json, const std::string& completion) {
   auto j = nlohmann::json::parse(answer_json, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return absl::InternalError(absl::StrCat("bad task answer ", answer_json));
-  if (kind == TaskKind::kArithmetic) return reward_arithmetic(completion, j.at("result").get<int64_t>());
-  return reward_countdown(completion, j.at("numbers").get<std::vector<int64_t>>(), j.at("target").get<int64_t>());
+  Verdict v;
+  if (kind == TaskKind::kArithmetic) {
+    const TaskAnswer a = TaskAnswer::arithmetic(j.at("result").get<int64_t>());
+    v.reward = reward_arithmetic(completion, a.integer);
+    v.correct = task_answer_correct(completion, a);
+  } else {
+    const TaskAnswer a =
+        TaskAnswer::countdown(j.at("numbers").get<std::vector<int64_t>>(), j.at("target").get<int64_t>());
+    v.reward = reward_countdown(completion, a.numbers, a.target);
+    v.correct = task_answer_correct(completion, a);
+  }
+  return v;
 }
 
 }  // namespace
@@ -83,8 +99,9 @@ StatusOr<EvalResult> run_eval(const EvalArgs& args) {
       std::vector<int32_t> ids = g.completions[i];
       if (!ids.empty() && ids.back() == tok.eos_id()) ids.pop_back();
       const std::string text = tok.decode(ids);
-      ASSIGN_OR_RETURN(double reward, verify(kind, problems[p].answer, text));
-      const bool correct = reward >= 1.0;
+      ASSIGN_OR_RETURN(Verdict v, verify(kind, problems[p].answer, text));
+      const double reward = v.reward;
+      const bool correct = v.correct;
       counts[p].n++;
       counts[p].correct += correct;
       reward_sum += reward;

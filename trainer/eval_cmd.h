@@ -1,7 +1,8 @@
 // `strata eval` and `strata generate` on trained models: load a checkpoint (or hf:DIR), decode
 // held-out task problems with the KV cache (greedy, or k samples each), score every completion
 // with the task's verifier from rl/ (the same one GRPO rewards with), and report accuracy and
-// unbiased pass@k.
+// unbiased pass@k. A completion counts as correct when its answer alone is right
+// (task_answer_correct: lenient about the format); the mean reward is the strict verifier's.
 #pragma once
 
 #include <cstdint>

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/device.h"
 #include "core/log.h"
+#include "data/tasks.h"
 
 namespace strata {
 
@@ -59,6 +60,16 @@ void ExperimentConfig::validate(ConfigChecker& c) const {
     c.fail("grpo.max_new_tokens",
            absl::StrCat(grpo.max_new_tokens, " leaves no room for a prompt in model.max_seq_len=", model.max_seq_len),
            {"model.max_seq_len"});
+  }
+  // A task reward scores the answers of its own task only.
+  if (train.mode == TrainMode::kGrpo && data.format == DataFormat::kTask) {
+    for (const char* task : {"countdown", "arithmetic"}) {
+      const bool other = data.task != (std::string(task) == "countdown" ? TaskKind::kCountdown : TaskKind::kArithmetic);
+      if (grpo.rewards.count(task) && other) {
+        c.fail(absl::StrCat("grpo.rewards.", task),
+               absl::StrCat("scores ", task, " answers, but data.task is ", task_name(data.task)), {"data.task"});
+      }
+    }
   }
 }
 
