@@ -2,7 +2,7 @@
 // fp32 everywhere; bf16 rounds GEMM inputs and saved activations; fp8 runs the GEMMs of the
 // linear layers in E4M3 with DeepSeek-V3's blockwise scales or Transformer Engine's per-tensor
 // delayed scales. Master weights, gradients, loss and optimizer state stay fp32 in every mode.
-// The GEMM entry point that obeys this policy lands with the Model and FP8 issues.
+// The GEMM entry point that obeys this policy is LinearGemm (precision/linear.h).
 #pragma once
 
 #include <string>
@@ -48,7 +48,9 @@ struct Fp8Config {
             Range::between(1, 1024));
     v.field("margin", margin, "tensorwise_delayed: scale = amax / fp8_max * 2^margin", Range::between(-8, 8));
     v.field("high_precision_modules", high_precision_modules,
-            "module kinds kept in bf16/fp32 in fp8 mode (embedding, head, router, norm, attention_core, ...)");
+            "module kinds kept out of fp8 (their GEMMs run in bf16, the router's in fp32); embedding, norm and "
+            "attention_core have no fp8 path and must be listed; attention_proj, mlp, experts, shared_experts, head "
+            "and router run in fp8 unless listed");
     v.field("cache_activations", cache_activations, "keep linear-layer inputs in fp8 for backward (saves memory)");
   }
   void validate(ConfigChecker& c) const;
