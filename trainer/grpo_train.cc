@@ -235,11 +235,7 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
   RETURN_IF_ERROR(refuse_unlanded(config));
   ASSIGN_OR_RETURN(const std::string run_dir, open_run_dir(config));
 
-  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, load_tokenizer(config.data.tokenizer));
-  if (tok->vocab_size() > config.model.vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat("data.tokenizer ", tok->name(), " has ", tok->vocab_size(),
-                                                   " tokens but model.vocab_size is ", config.model.vocab_size));
-  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, load_run_tokenizer(config));
   const uint64_t seed = static_cast<uint64_t>(tc.seed);
   ASSIGN_OR_RETURN(std::unique_ptr<DataLoader> loader, DataLoader::create(config.data, *tok, seed, Split::kTrain));
   ASSIGN_OR_RETURN(RewardSpec rewards, make_reward_spec(g));
@@ -436,7 +432,7 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
     const double lr = lr_at(config.optim, step, tc.steps);
     for (int64_t it = 0; it < g.num_iterations && !batch.empty(); ++it) {
       zero_grads(model.params());
-      if (it > 0) fp8_reset_step(gemms);
+      fp8_reset_step(gemms);  // amaxes of this update only (not rollouts or re-scoring forwards)
       double it_loss = 0;
       for (size_t mi = 0; mi < micro.size(); ++mi) {
         const MicroBatch& m = micro[mi];

@@ -48,6 +48,15 @@ StatusOr<std::string> open_run_dir(const ExperimentConfig& c) {
   return run_dir;
 }
 
+StatusOr<std::unique_ptr<Tokenizer>> load_run_tokenizer(const ExperimentConfig& c) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, load_tokenizer(c.data.tokenizer));
+  if (tok->vocab_size() > c.model.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat("data.tokenizer ", tok->name(), " has ", tok->vocab_size(),
+                                                   " tokens but model.vocab_size is ", c.model.vocab_size));
+  }
+  return tok;
+}
+
 Batch to_model_batch(const TokenBatch& tb, int64_t vocab) {
   Batch b;
   b.B = tb.B;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,9 @@ std::string checkpoint_root_of(const ExperimentConfig& c);
 Status refuse_unlanded(const ExperimentConfig& c);
 // Creates the run directory, points the log file at it and saves the resolved config.
 StatusOr<std::string> open_run_dir(const ExperimentConfig& c);
+
+// data.tokenizer, checked against model.vocab_size.
+StatusOr<std::unique_ptr<Tokenizer>> load_run_tokenizer(const ExperimentConfig& c);
 
 Batch to_model_batch(const TokenBatch& tb, int64_t vocab);
 std::vector<int64_t> shape_of(const Tensor& t);

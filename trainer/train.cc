@@ -89,11 +89,7 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
   ASSIGN_OR_RETURN(const std::string run_dir, open_run_dir(config));
 
   // Data.
-  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, load_tokenizer(config.data.tokenizer));
-  if (tokenizer->vocab_size() > config.model.vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat("data.tokenizer ", tokenizer->name(), " has ", tokenizer->vocab_size(),
-                                                   " tokens but model.vocab_size is ", config.model.vocab_size));
-  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, load_run_tokenizer(config));
   const uint64_t seed = static_cast<uint64_t>(tc.seed);
   ASSIGN_OR_RETURN(std::unique_ptr<DataLoader> loader, DataLoader::create(config.data, *tokenizer, seed, Split::kTrain));
   std::unique_ptr<DataLoader> eval_loader;
