@@ -10,6 +10,18 @@
 
 namespace strata {
 
+namespace {
+
+// Rounded or quantised copies of activation operands live only for the GEMM that reads them, so
+// every LinearGemm of a thread shares two buffers (a model has hundreds of LinearGemms: one
+// buffer each would hold a copy of every activation). The weight's copy is per LinearGemm.
+std::vector<float>& operand_scratch(int which) {
+  thread_local std::vector<float> buffers[2];
+  return buffers[which];
+}
+
+}  // namespace
+
 const char* gemm_operand_name(GemmOperand op) {
   switch (op) {
     case GemmOperand::kInput: return "input";
@@ -135,24 +147,24 @@ void LinearGemm::forward(float* y, const float* x, const float* W, int64_t T, in
     save->cols = K;
     save->fmt = operand_format(GemmOperand::kInput);
     save->codes.resize(static_cast<size_t>(T * K));
-    if (static_cast<int64_t>(scratch_a_.size()) < T * K) scratch_a_.resize(static_cast<size_t>(T * K));
+    if (static_cast<int64_t>(operand_scratch(0).size()) < T * K) operand_scratch(0).resize(static_cast<size_t>(T * K));
     QuantStats st;
     if (delayed()) {
       save->scales.resize(1);
       st = quantize_tensor(x, save->codes.data(), T * K,
                            [&](float amax) { return delayed_scale(GemmOperand::kInput, amax); }, save->fmt,
                            save->scales.data());
-      dequantize_tensor(save->codes.data(), save->scales[0], scratch_a_.data(), T * K, save->fmt);
+      dequantize_tensor(save->codes.data(), save->scales[0], operand_scratch(0).data(), T * K, save->fmt);
     } else {
       save->scales.resize(static_cast<size_t>(quant_tile_count(T, K, kTile1x128)));
       st = quantize_tiles(x, save->codes.data(), save->scales.data(), T, K, kTile1x128, save->fmt,
                           fp8_.scale_format == Fp8ScaleFormat::kPow2);
-      dequantize_tiles(save->codes.data(), save->scales.data(), scratch_a_.data(), T, K, kTile1x128, save->fmt);
+      dequantize_tiles(save->codes.data(), save->scales.data(), operand_scratch(0).data(), T, K, kTile1x128, save->fmt);
     }
     note(st, GemmOperand::kInput, "forward");
-    a = scratch_a_.data();
+    a = operand_scratch(0).data();
   } else {
-    a = prepare(x, T, K, GemmOperand::kInput, kTile1x128, "forward", scratch_a_);
+    a = prepare(x, T, K, GemmOperand::kInput, kTile1x128, "forward", operand_scratch(0));
     if (save) {
       save->clear();
       save->rows = T;
@@ -165,14 +177,14 @@ void LinearGemm::forward(float* y, const float* x, const float* W, int64_t T, in
 }
 
 void LinearGemm::backward_input(float* dx, const float* dy, const float* W, int64_t T, int64_t K, int64_t N) {
-  const float* a = prepare(dy, T, N, GemmOperand::kGradOutput, kTile1x128, "backward_input", scratch_a_);
+  const float* a = prepare(dy, T, N, GemmOperand::kGradOutput, kTile1x128, "backward_input", operand_scratch(0));
   const float* b = weight_operand(W, N, K, "backward_input");
   gemm_f32(false, false, T, K, N, 1.0f, a, N, b, K, 0.0f, dx, K);
 }
 
 void LinearGemm::backward_weight(float* dW, const float* dy, const float* x, int64_t T, int64_t K, int64_t N) {
-  const float* a = prepare(dy, T, N, GemmOperand::kGradOutput, kTile128x1, "backward_weight", scratch_a_);
-  const float* b = prepare(x, T, K, GemmOperand::kInput, kTile128x1, "backward_weight", scratch_b_);
+  const float* a = prepare(dy, T, N, GemmOperand::kGradOutput, kTile128x1, "backward_weight", operand_scratch(0));
+  const float* b = prepare(x, T, K, GemmOperand::kInput, kTile128x1, "backward_weight", operand_scratch(1));
   gemm_f32(true, false, N, K, T, 1.0f, a, N, b, K, 1.0f, dW, K);
 }
 
@@ -192,7 +204,7 @@ void LinearGemm::backward_weight(float* dW, const float* dy, const SavedInput& x
   } else {
     dequantize_tiles(x.codes.data(), x.scales.data(), xd.data(), T, K, kTile1x128, x.fmt);
   }
-  const float* a = prepare(dy, T, N, GemmOperand::kGradOutput, kTile128x1, "backward_weight", scratch_a_);
+  const float* a = prepare(dy, T, N, GemmOperand::kGradOutput, kTile128x1, "backward_weight", operand_scratch(0));
   const float* b = xd.data();
   if (!delayed()) {
     note(fake_quant_tiles(xd.data(), xd.data(), T, K, kTile128x1, DType::kF8E4M3,

@@ -133,7 +133,7 @@ class LinearGemm {
   int64_t forward_rows_ = 0;
   std::array<AmaxHistory, 3> history_;
   Fp8Events events_;
-  std::vector<float> scratch_a_, scratch_b_, w_cache_;
+  std::vector<float> w_cache_;  // the weight operand (see weights_epoch)
   // The cached weight operand is valid for this (pointer, shape, epoch) and, for the delayed
   // recipe, this weight-history max (the scale it was quantised with).
   const float* w_cache_ptr_ = nullptr;
