@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: installs what is missing, builds, and runs the quickstart experiment, DeepSeek-R1's
 # recipe in miniature on a tiny Qwen3-style MoE (1.9M parameters, 8 experts, top-2):
-#   1. SFT warm-up (configs/quickstart_sft.yaml, ~4 minutes on 2 cores) on 3-digit addition and
+#   1. SFT warm-up (configs/quickstart_sft.yaml, ~5 minutes on 2 cores) on 3-digit addition and
 #      subtraction with worked traces from an imperfect teacher that forgets carries in 60% of its
 #      traces; trained to a plateau (held-out accuracy of its last two checkpoints is printed).
 #   2. GRPO (configs/quickstart_grpo.yaml, ~6 minutes) from that checkpoint on the exact-answer
