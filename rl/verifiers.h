@@ -1,6 +1,6 @@
 // Verifiable rewards (REFERENCE.md section 6): pure functions from a completion (and the task's
 // gold answer, already parsed by the caller; rl/ reads no JSON) to a score. Weighting and
-// composition live in rl/rewards.h; the `command` reward lands with the GRPO issue.
+// composition live in rl/rewards.h; the `command` reward (an external program) in rl/command_reward.h.
 //
 // Shared conventions:
 //   - "The last <answer>" is the text between the last "</answer>" and the last "<answer>" before
