@@ -4,7 +4,7 @@
 # cache_activations -- one after the other, then compares them with scripts/compare_precision.py:
 # loss.png (loss curves and the smoothed relative gap to fp32) and table.md (final loss, eval loss,
 # gaps to fp32 and bf16, step time and its ratio to fp32, tokens/s, memory, activation MB).
-# 200 steps take about 4 minutes on 2 idle cores (6.5-8.5 measured while other jobs shared them;
+# 200 steps take about 6 minutes on 2 idle cores (more while other jobs share them;
 # bf16 and fp8 are emulated on the CPU, so they are slower than fp32). The first call also builds
 # Strata if build/strata is missing, and makes .venv with matplotlib if python3 has none.
 #
