@@ -1,7 +1,7 @@
 // ParallelConfig: how the world of MPI ranks is split (DESIGN.md "The parallel layout").
 // world = pp x dp; expert parallelism is carved out of dp (groups of ep ranks, each holding
-// n_experts / ep experts). dp = -1 infers dp from the world size at launch. ParallelDims (which
-// turns this into rank groups) lands with the Distributed runtime issue.
+// n_experts / ep experts). dp = -1 infers dp from the world size at launch. ParallelDims
+// (parallel/dims.h) turns this into rank groups.
 #pragma once
 
 #include <cstdint>

@@ -2,7 +2,7 @@
 // thread calls MPI), tells logging its rank, and installs the fatal handler that turns any
 // rank's CHECK failure into MPI_Abort, so one failing rank ends the whole job with its own error
 // printed first instead of leaving the others hanging in a collective (DESIGN.md "Failures").
-// Communicators and rank groups are built on top of it by the Distributed runtime issue.
+// Communicators (parallel/communicator.h) and rank groups (parallel/dims.h) are built on top of it.
 #pragma once
 
 namespace strata {
