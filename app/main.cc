@@ -1,4 +1,16 @@
-// strata: the single executable. Everything lives in the libraries; see trainer/cli.h.
+// strata: the single executable. Everything lives in the libraries; see trainer/cli.h. Under
+// mpirun or srun the process joins MPI first; a rank that fails (a CHECK, or a command that
+// returns an error) then ends the whole job instead of leaving the others waiting in a
+// collective. A plain run does not touch MPI.
+#include <optional>
+
+#include "parallel/mpi_env.h"
 #include "trainer/cli.h"
 
-int main(int argc, char** argv) { return strata::run_cli(argc, argv); }
+int main(int argc, char** argv) {
+  std::optional<strata::MpiEnv> mpi;
+  if (strata::MpiEnv::launched_by_mpi()) mpi.emplace(&argc, &argv);
+  const int code = strata::run_cli(argc, argv);
+  if (code != 0 && mpi && mpi->world_size() > 1) mpi->abort_all(code);
+  return code;
+}

@@ -2,6 +2,8 @@
 
 #include <mpi.h>
 
+#include <cstdlib>
+
 #include "core/check.h"
 #include "core/log.h"
 
@@ -23,6 +25,25 @@ MpiEnv::MpiEnv(int* argc, char*** argv) {
   MPI_Comm_size(MPI_COMM_WORLD, &world_size_);
   set_log_rank(rank_);
   set_fatal_handler(abort_job);
+}
+
+bool MpiEnv::launched_by_mpi() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_PROCID", "MPI_LOCALNRANKS"}) {
+    if (std::getenv(var) != nullptr) return true;
+  }
+  return false;
+}
+
+void MpiEnv::abort_all(int code) const {
+  MPI_Abort(MPI_COMM_WORLD, code);
+  std::exit(code);  // MPI_Abort does not return; this keeps [[noreturn]] honest
+}
+
+bool MpiEnv::active() {
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  return initialized && !finalized;
 }
 
 MpiEnv::~MpiEnv() {

@@ -15,6 +15,16 @@ class MpiEnv {
   MpiEnv(const MpiEnv&) = delete;
   MpiEnv& operator=(const MpiEnv&) = delete;
 
+  // Whether this process was started by a launcher that expects MPI (mpirun, srun, ...): the
+  // strata binary initialises MPI only then, so a plain run needs no MPI runtime.
+  static bool launched_by_mpi();
+  // Whether MPI is initialised (by an MpiEnv or anyone else) and not yet finalised.
+  static bool active();
+
+  // Ends every rank of the job with `code` (a rank that failed must not leave the others waiting
+  // in a collective).
+  [[noreturn]] void abort_all(int code) const;
+
   int rank() const { return rank_; }
   int world_size() const { return world_size_; }
 

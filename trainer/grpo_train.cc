@@ -233,6 +233,10 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
   const TrainConfig& tc = config.train;
   const GrpoConfig& g = config.grpo;
   RETURN_IF_ERROR(refuse_unlanded(config));
+  {
+    ASSIGN_OR_RETURN(DataParallel dp, DataParallel::join(config));
+    if (dp.size > 1) return absl::UnimplementedError("GRPO over several ranks lands with issues #7-#9");
+  }
   ASSIGN_OR_RETURN(const std::string run_dir, open_run_dir(config));
 
   ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, load_run_tokenizer(config));

@@ -4,8 +4,12 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "core/log.h"
+#include "kernels/ops.h"
 #include "model/hf.h"
+#include "parallel/dims.h"
+#include "parallel/mpi_env.h"
 #include "trainer/config_yaml.h"
 
 namespace strata {
@@ -25,8 +29,9 @@ Status refuse_unlanded(const ExperimentConfig& c) {
   if (c.train.device == DeviceChoice::kCuda) {
     return absl::UnimplementedError("train.device: cuda lands with the CUDA backend issue (#11)");
   }
-  if (c.parallel.dp > 1 || c.parallel.pp > 1 || c.parallel.ep > 1) {
-    return absl::UnimplementedError("parallel layouts beyond one process land with issues #7-#9");
+  if (c.parallel.pp > 1 || c.parallel.ep > 1 || c.parallel.zero > 0) {
+    return absl::UnimplementedError(
+        "parallel layouts beyond data parallelism (pp > 1, ep > 1, zero: 1) land with issues #7-#9");
   }
   return OkStatus();
 }
@@ -39,8 +44,8 @@ StatusOr<std::string> open_run_dir(const ExperimentConfig& c) {
   LogLevel level = LogLevel::kInfo;
   parse_log_level(c.log.level, &level);
   set_log_level(level);
-  set_log_file((fs::path(run_dir) / "rank-00000.log").string());
-  {
+  set_log_file((fs::path(run_dir) / absl::StrFormat("rank-%05d.log", log_rank())).string());
+  if (log_rank() == 0) {
     std::ofstream out(fs::path(run_dir) / "config.yaml");
     out << experiment_config_to_yaml(c);
   }
@@ -55,6 +60,49 @@ StatusOr<std::unique_ptr<Tokenizer>> load_run_tokenizer(const ExperimentConfig& 
                                                    " tokens but model.vocab_size is ", c.model.vocab_size));
   }
   return tok;
+}
+
+StatusOr<DataParallel> DataParallel::join(const ExperimentConfig& c) {
+  DataParallel dp;
+  int64_t world = 1;
+  if (MpiEnv::active()) {
+    dp.comm = mpi_world_communicator(c.parallel.timeout_s);
+    world = dp.comm->size();
+  }
+  ASSIGN_OR_RETURN(ParallelDims dims, ParallelDims::make(c.parallel, world));
+  const int64_t per_rank = c.data.micro_batch_size * dims.dp();
+  if (c.data.global_batch_size % per_rank != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("data.global_batch_size: ", c.data.global_batch_size,
+                                                   " is not a multiple of micro_batch_size x dp = ",
+                                                   c.data.micro_batch_size, " x ", dims.dp()));
+  }
+  if (world == 1) {
+    dp.comm.reset();
+    return dp;
+  }
+  dp.size = dp.comm->size();
+  dp.rank = dp.comm->rank();
+  LOG(INFO) << "data parallel: " << dims.describe();
+  return dp;
+}
+
+Status DataParallel::sum_gradients(const std::vector<OptimTensor>& tensors) const {
+  if (!comm) return OkStatus();
+  int64_t n = 0;
+  for (const OptimTensor& t : tensors) n += t.grad->numel();
+  std::vector<float> flat(static_cast<size_t>(n));
+  int64_t at = 0;
+  for (const OptimTensor& t : tensors) {
+    copy_f32(flat.data() + at, t.grad->f32(), t.grad->numel());
+    at += t.grad->numel();
+  }
+  RETURN_IF_ERROR(comm->all_reduce(flat.data(), n, ReduceOp::kSum));
+  at = 0;
+  for (const OptimTensor& t : tensors) {
+    copy_f32(t.grad->f32(), flat.data() + at, t.grad->numel());
+    at += t.grad->numel();
+  }
+  return OkStatus();
 }
 
 Batch to_model_batch(const TokenBatch& tb, int64_t vocab) {

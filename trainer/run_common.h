@@ -14,6 +14,7 @@
 #include "kernels/precision/scaling.h"
 #include "model/transformer.h"
 #include "optim/adamw.h"
+#include "parallel/communicator.h"
 #include "trainer/checkpoint.h"
 #include "trainer/experiment_config.h"
 #include "trainer/train.h"
@@ -24,7 +25,19 @@ std::string run_dir_of(const ExperimentConfig& c);
 std::string checkpoint_root_of(const ExperimentConfig& c);
 // Features a config can name that this build cannot run yet (Unimplemented, exit 3).
 Status refuse_unlanded(const ExperimentConfig& c);
-// Creates the run directory, points the log file at it and saves the resolved config.
+// The data-parallel group of a pretrain / SFT run: every rank of the job (pp = ep = 1 for now),
+// rank r taking micro-batches m with m % size == r of every step's global batch.
+struct DataParallel {
+  int size = 1, rank = 0;
+  std::unique_ptr<Communicator> comm;  // null in a single process
+  // Joins MPI's world when the process runs under mpirun/srun; validates the layout.
+  static StatusOr<DataParallel> join(const ExperimentConfig& c);
+  // Sums every gradient over the group (one flat all-reduce).
+  Status sum_gradients(const std::vector<OptimTensor>& tensors) const;
+};
+
+// Creates the run directory, points this rank's log file (rank-XXXXX.log) at it and saves the
+// resolved config (rank 0).
 StatusOr<std::string> open_run_dir(const ExperimentConfig& c);
 
 // data.tokenizer, checked against model.vocab_size.

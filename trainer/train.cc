@@ -86,6 +86,7 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
   const TrainConfig& tc = config.train;
   if (tc.mode == TrainMode::kGrpo) return run_grpo(config, options);
   RETURN_IF_ERROR(refuse_unlanded(config));
+  ASSIGN_OR_RETURN(DataParallel dp, DataParallel::join(config));
   ASSIGN_OR_RETURN(const std::string run_dir, open_run_dir(config));
 
   // Data.
@@ -121,7 +122,7 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
   }
 
   MetricsWriter metrics;
-  if (config.log.metrics_jsonl) metrics.open((fs::path(run_dir) / "metrics.jsonl").string(), start);
+  if (config.log.metrics_jsonl && dp.rank == 0) metrics.open((fs::path(run_dir) / "metrics.jsonl").string(), start);
 
   const int64_t G = config.data.global_batch_size, mb = config.data.micro_batch_size, T = config.data.seq_len;
   const int64_t accum = G / mb;
@@ -144,7 +145,7 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
     CheckpointMeta meta;
     meta.step = step;
     meta.config_yaml = experiment_config_to_yaml(config);
-    meta.layout = {{"world", 1}, {"dp", 1}, {"pp", 1}, {"ep", 1}};
+    meta.layout = {{"world", 1}, {"dp", 1}, {"pp", 1}, {"ep", 1}};  // the file's layout: rank 0 writes every (replicated) tensor
     meta.trainer_state = {{"step", step},
                           {"samples_consumed", step * G},
                           {"optimizer_step", optimizer.step_count()},
@@ -176,7 +177,9 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
     double loss = 0.0, aux = 0.0;
     int64_t act_bytes = 0;
     std::vector<MoeStats> loads;
-    for (Batch& b : micro) {
+    for (int64_t m = 0; m < accum; ++m) {
+      if (m % dp.size != dp.rank) continue;  // data parallelism: this rank's share of the micro-batches
+      Batch& b = micro[m];
       Activations acts;
       loss += model.forward(b, acts, denom, nullptr, nullptr, 1.0 / static_cast<double>(accum));
       act_bytes = std::max(act_bytes, activation_bytes(acts));
@@ -192,8 +195,25 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
       }
       model.backward(acts);
     }
+    // Data parallelism: sum the gradients, losses and expert loads of every rank's micro-batches
+    // (each was already divided by the global target count), so every rank holds the result of
+    // the whole global batch and takes the same step.
+    Fp8Events fp8 = fp8_events(gemms);
+    if (dp.comm) {
+      RETURN_IF_ERROR(dp.sum_gradients(opt_tensors));
+      std::vector<double> sums = {loss, aux, static_cast<double>(fp8.nonfinite)};
+      for (const MoeStats& s : loads)
+        for (int64_t l : s.load) sums.push_back(static_cast<double>(l));
+      RETURN_IF_ERROR(dp.comm->all_reduce(sums.data(), static_cast<int64_t>(sums.size()), ReduceOp::kSum));
+      loss = sums[0];
+      aux = sums[1];
+      fp8.nonfinite = static_cast<int64_t>(sums[2]);
+      size_t k = 3;
+      for (MoeStats& s : loads)
+        for (int64_t& l : s.load) l = static_cast<int64_t>(sums[k++]);
+      if (fp8.nonfinite > 0 && fp8.first.empty()) fp8.first = "another rank's GEMM (see its log)";
+    }
     // FP8 quantisation never saturates NaN/Inf away: it poisons the tile, and names it here.
-    const Fp8Events fp8 = fp8_events(gemms);
     const bool bad = !std::isfinite(loss) || grads_have_nonfinite(opt_tensors) || fp8.nonfinite > 0;
     double grad_norm = 0.0;
     const double lr = lr_at(config.optim, step, tc.steps);
@@ -210,7 +230,11 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
       model.mark_weights_changed();
       // Delayed scaling: this step's amaxes (max over micro-batches; over ranks once data
       // parallelism reduces them) enter the histories only when the step is applied.
-      if (fp8_delayed) fp8_commit_amax(gemms, fp8_pending_amax(gemms));
+      if (fp8_delayed) {
+        std::vector<float> amax = fp8_pending_amax(gemms);
+        if (dp.comm) RETURN_IF_ERROR(dp.comm->all_reduce(amax.data(), static_cast<int64_t>(amax.size()), ReduceOp::kMax));
+        fp8_commit_amax(gemms, amax);
+      }
       if (config.model.moe.bias_update_rate > 0) {
         model.update_router_biases(loads, static_cast<float>(config.model.moe.bias_update_rate));
       }
@@ -259,7 +283,11 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
       LOG(INFO) << format_metric_line(e);
       metrics.write(e);
     }
-    if ((config.checkpoint.every > 0 && done % config.checkpoint.every == 0) || last) RETURN_IF_ERROR(save(done));
+    if ((config.checkpoint.every > 0 && done % config.checkpoint.every == 0) || last) {
+      // Every tensor is replicated over dp: rank 0 writes the checkpoint, the others wait for it.
+      if (dp.rank == 0) RETURN_IF_ERROR(save(done));
+      if (dp.comm) RETURN_IF_ERROR(dp.comm->barrier());
+    }
     if (options.stop_after > 0 && steps_this_process >= options.stop_after) {
       LOG(INFO) << "stopping after " << steps_this_process << " steps (--stop-after)";
       break;
