@@ -19,6 +19,8 @@ import os
 import re
 import sys
 
+from plot_metrics import read_records  # scripts/ is on sys.path when run as a script
+
 LABELS = {
     "fp32": "fp32",
     "bf16": "bf16",
@@ -30,20 +32,12 @@ LABELS = {
 
 def load(path):
     train, evals = [], []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                sys.exit(f"{path}:{n}: not JSON ({e})")
-            kind = rec.get("kind", "train")
-            if kind == "train" and "loss" in rec:
-                train.append(rec)
-            elif kind == "eval" and "eval_loss" in rec:
-                evals.append(rec)
+    for rec in read_records(path):
+        kind = rec.get("kind", "train")
+        if kind == "train" and "loss" in rec:
+            train.append(rec)
+        elif kind == "eval" and "eval_loss" in rec:
+            evals.append(rec)
     train.sort(key=lambda r: r["step"])
     evals.sort(key=lambda r: r["step"])
     return train, evals

@@ -15,27 +15,32 @@ import os
 import sys
 
 
-def load(run_dir):
-    path = os.path.join(run_dir, "metrics.jsonl") if os.path.isdir(run_dir) else run_dir
-    series = {}
+def read_records(path):
+    """Yields the JSON records of a metrics.jsonl file; a bad line ends the script naming it."""
     with open(path) as f:
         for n, line in enumerate(f, 1):
             line = line.strip()
             if not line:
                 continue
             try:
-                rec = json.loads(line)
+                yield json.loads(line)
             except json.JSONDecodeError as e:
                 sys.exit(f"{path}:{n}: not JSON ({e})")
-            kind, step = rec.get("kind", "train"), rec.get("step")
-            if step is None:
+
+
+def load(run_dir):
+    path = os.path.join(run_dir, "metrics.jsonl") if os.path.isdir(run_dir) else run_dir
+    series = {}
+    for rec in read_records(path):
+        kind, step = rec.get("kind", "train"), rec.get("step")
+        if step is None:
+            continue
+        for key, value in rec.items():
+            if key in ("kind", "step") or not isinstance(value, (int, float)):
                 continue
-            for key, value in rec.items():
-                if key in ("kind", "step") or not isinstance(value, (int, float)):
-                    continue
-                if isinstance(value, float) and not math.isfinite(value):
-                    continue
-                series.setdefault(f"{kind}/{key}", []).append((step, value))
+            if isinstance(value, float) and not math.isfinite(value):
+                continue
+            series.setdefault(f"{kind}/{key}", []).append((step, value))
     return series
 
 
