@@ -13,7 +13,6 @@ Reads DIR/<name>/metrics.jsonl for each name in --runs and writes into --out (de
 Prints the table and the paths. Stdlib, plus matplotlib for loss.png (without it only the table).
 """
 import argparse
-import json
 import math
 import os
 import re
