@@ -18,9 +18,12 @@ CheckFailure::CheckFailure(const char* file, int line, const std::string& what)
 
 CheckFailure::~CheckFailure() {
   std::string hint = hint_.str();
-  std::fprintf(stderr, "[rank %d] %s:%d: %s%s%s\n", log_rank(), file_, line_, what_.c_str(),
-               hint.empty() ? "" : ": ", hint.c_str());
+  char head[64];
+  std::snprintf(head, sizeof head, "[rank %d] ", log_rank());
+  const std::string msg = std::string(head) + file_ + ":" + std::to_string(line_) + ": " + what_ +
+                          (hint.empty() ? "" : ": ") + hint + "\n";
   std::fflush(stderr);
+  write_fatal(msg.data(), msg.size());  // stderr and this rank's log file
   if (g_fatal) g_fatal();
   std::abort();
 }

@@ -1,5 +1,8 @@
 #include "core/log.h"
 
+#include <unistd.h>
+
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -10,6 +13,7 @@ namespace {
 int g_rank = 0;
 LogLevel g_level = LogLevel::kInfo;
 std::FILE* g_file = nullptr;
+std::atomic<int> g_file_fd{-1};  // g_file's descriptor, read by the fatal paths without the lock
 std::mutex g_mu;
 
 const char* level_tag(LogLevel l) {
@@ -30,11 +34,28 @@ LogLevel log_level() { return g_level; }
 
 bool set_log_file(const std::string& path) {
   std::lock_guard<std::mutex> lock(g_mu);
+  g_file_fd = -1;
   if (g_file) std::fclose(g_file);
   g_file = nullptr;
   if (path.empty()) return true;
   g_file = std::fopen(path.c_str(), "a");
+  if (g_file) g_file_fd = fileno(g_file);
   return g_file != nullptr;
+}
+
+int log_file_fd() { return g_file_fd; }
+
+void write_fatal(const char* text, size_t n) {
+  // Every LOG line is flushed as it is written, so appending past the FILE's buffer keeps order.
+  for (int fd : {STDERR_FILENO, g_file_fd.load()}) {
+    if (fd < 0) continue;
+    size_t done = 0;
+    while (done < n) {
+      const ssize_t w = ::write(fd, text + done, n - done);
+      if (w <= 0) break;
+      done += static_cast<size_t>(w);
+    }
+  }
 }
 
 bool parse_log_level(const std::string& name, LogLevel* out) {

@@ -6,8 +6,11 @@
 //   LOG(WARN) << "grad norm is NaN; skipping step";
 //
 // The rank and sink are process identity, set once at start-up (set_log_rank after MPI_Init).
+// write_fatal is the one output path of the fatal handlers (CHECK failures, uncaught exceptions,
+// fatal signals): write(2) only, so it is safe inside a signal handler.
 #pragma once
 
+#include <cstddef>
 #include <sstream>
 #include <string>
 
@@ -23,6 +26,12 @@ LogLevel log_level();
 bool set_log_file(const std::string& path);
 // Parses "debug|info|warn|error"; returns false on anything else.
 bool parse_log_level(const std::string& name, LogLevel* out);
+
+// Writes `n` bytes of `text` (one or more whole lines) to stderr and appends them to this rank's
+// log file, if one is open. No locks, no allocation: async-signal-safe.
+void write_fatal(const char* text, size_t n);
+// The log file's descriptor, or -1 without one (the fatal signal handler appends a stack to it).
+int log_file_fd();
 
 namespace internal {
 class LogLine {

@@ -3,9 +3,21 @@
 // rank's CHECK failure into MPI_Abort, so one failing rank ends the whole job with its own error
 // printed first instead of leaving the others hanging in a collective (DESIGN.md "Failures").
 // Communicators (parallel/communicator.h) and rank groups (parallel/dims.h) are built on top of it.
+//
+// install_fatal_handlers (called by MpiEnv, and by main for a plain run) makes every other way a
+// process can die say which rank died and why, in one line on stderr and in the rank's log:
+//   rank 1: uncaught exception: <what()>          -> MPI_Abort: mpirun ends the other ranks
+//   rank 1: fatal signal SIGSEGV (Segmentation fault)  -> the stack goes to the rank's log, the
+//       signal is re-raised with its default action, and mpirun ends the other ranks
+// Without MPI the lines start "strata:" instead of "rank R:".
 #pragma once
 
 namespace strata {
+
+// Installs the terminate handler, the fatal-signal handlers (SIGSEGV, SIGBUS, SIGFPE, SIGILL,
+// SIGABRT) and the CHECK failure handler. Idempotent; call again after MPI_Init, which installs
+// Open MPI's own signal handlers over these.
+void install_fatal_handlers();
 
 class MpiEnv {
  public:

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/log.h"
 #include "trainer/config_yaml.h"
 #include "trainer/data_cmd.h"
 #include "trainer/eval_cmd.h"
@@ -177,7 +178,8 @@ int run_cli(int argc, char** argv) {
     topt.config_path = a.config;
     Status st = run_training(cfg, topt);
     if (!st.ok()) {
-      std::fprintf(stderr, "strata train: %s\n", std::string(st.message()).c_str());
+      const std::string line = absl::StrCat("strata train: ", std::string(st.message()), "\n");
+      write_fatal(line.data(), line.size());  // stderr, and the rank's log when the run opened one
       return st.code() == absl::StatusCode::kUnimplemented ? kExitNotLanded
              : st.code() == absl::StatusCode::kInvalidArgument || st.code() == absl::StatusCode::kNotFound
                  ? kExitUsage
