@@ -1,13 +1,46 @@
 #include "core/tensor.h"
 
+#include <atomic>
 #include <cstring>
 
 namespace strata {
+namespace {
+
+// Live and peak tensor bytes per device kind (cpu, cuda).
+struct MemoryCounters {
+  std::atomic<int64_t> current{0}, peak{0}, allocations{0};
+};
+MemoryCounters& counters(Device device) {
+  static MemoryCounters c[2];
+  return c[device.is_cuda() ? 1 : 0];
+}
+
+}  // namespace
 
 Storage::Storage(Device device, size_t bytes)
-    : device_(device), bytes_(bytes), data_(device_alloc(device, bytes)) {}
+    : device_(device), bytes_(bytes), data_(device_alloc(device, bytes)) {
+  MemoryCounters& c = counters(device_);
+  const int64_t now = c.current.fetch_add(static_cast<int64_t>(bytes_)) + static_cast<int64_t>(bytes_);
+  int64_t peak = c.peak.load();
+  while (now > peak && !c.peak.compare_exchange_weak(peak, now)) {
+  }
+  c.allocations.fetch_add(1);
+}
 
-Storage::~Storage() { device_free(device_, data_); }
+Storage::~Storage() {
+  device_free(device_, data_);
+  counters(device_).current.fetch_sub(static_cast<int64_t>(bytes_));
+}
+
+TensorMemoryStats tensor_memory_stats(Device device) {
+  const MemoryCounters& c = counters(device);
+  return {c.current.load(), c.peak.load(), c.allocations.load()};
+}
+
+void reset_tensor_memory_peak(Device device) {
+  MemoryCounters& c = counters(device);
+  c.peak.store(c.current.load());
+}
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   Tensor t;

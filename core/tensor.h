@@ -34,6 +34,18 @@ class Storage {
   void* data_;
 };
 
+// What the tensor allocator holds on one device kind (every Storage counts; std::vector scratch
+// inside kernels does not): the bytes alive now, the most alive at once since the last reset,
+// and the number of allocations so far. `strata plan` predicts the peak; training logs it.
+struct TensorMemoryStats {
+  int64_t current_bytes = 0;
+  int64_t peak_bytes = 0;
+  int64_t allocations = 0;
+};
+TensorMemoryStats tensor_memory_stats(Device device = Device::cpu());
+// Starts a new peak window at the current bytes.
+void reset_tensor_memory_peak(Device device = Device::cpu());
+
 class Tensor {
  public:
   Tensor() = default;

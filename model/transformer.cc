@@ -85,11 +85,22 @@ Transformer::Transformer(const ModelConfig& config, const PrecisionConfig& preci
     gemm_head_ = policy.make("head", tied_ ? "embed" : "head");
   }
   if (embed_.defined()) params_.push_back({"embed", &embed_, ParamKind::kEmbedding});
-  for (Block& b : blocks_) b.collect(params_, "layers." + std::to_string(b.index) + ".");
+  std::vector<std::vector<Param*>> block_params;
+  for (Block& b : blocks_) {
+    const size_t first = params_.size();
+    b.collect(params_, "layers." + std::to_string(b.index) + ".");
+    block_params.emplace_back();
+    for (size_t i = first; i < params_.size(); ++i) block_params.back().push_back(params_[i].param);
+  }
   if (stage_.has_head) {
     params_.push_back({"final_norm", &final_norm_, ParamKind::kNorm});
     if (!tied_) params_.push_back({"head", &head_, ParamKind::kMatrix});
   }
+  // The order backward finishes gradients in: head and final norm, the blocks last to first, then
+  // the embedding (a tied head's gradient is complete only after the embedding's).
+  if (stage_.has_head) grad_segments_.push_back(tied_ ? std::vector<Param*>{&final_norm_} : std::vector<Param*>{&final_norm_, &head_});
+  for (size_t i = block_params.size(); i-- > 0;) grad_segments_.push_back(std::move(block_params[i]));
+  if (embed_.defined()) grad_segments_.push_back({&embed_});
 }
 
 Param* Transformer::find_param(const std::string& name) const {
@@ -204,7 +215,15 @@ double Transformer::forward(const Batch& batch, Activations& acts, double loss_d
   return acts.loss_sum / loss_denominator + acts.aux_loss;
 }
 
-void Transformer::backward_input(Activations& acts, const float* d_output, float* d_input) {
+void Transformer::backward_input(Activations& acts, const float* d_output, float* d_input, const GradsReadyFn* ready) {
+  // With `ready`, the weight gradients of each part run as soon as its input gradient is done, and
+  // the part's parameters are reported final; without, they stay queued for backward_weight.
+  size_t segment = 0;
+  auto finish_segment = [&] {
+    if (ready == nullptr) return;
+    acts.weight_grads.run();
+    (*ready)(grad_segments_[segment++]);
+  };
   const Batch& batch = *acts.batch;
   const int64_t N = batch.B * batch.T, C = config_.d_model, V = config_.vocab_size;
   Tensor dx = f32_matrix(N, C);
@@ -233,6 +252,7 @@ void Transformer::backward_input(Activations& acts, const float* d_output, float
     });
     rmsnorm_backward_f32(dx.f32(), final_norm_.g(), dnormed.f32(), acts.final_in.f32(), final_norm_.v(),
                          acts.final_rstd.f32(), N, C);
+    finish_segment();
   } else {
     CHECK(d_output != nullptr) << "a stage without the head needs the gradient of its output";
     copy_f32(dx.f32(), d_output, N * C);
@@ -241,6 +261,7 @@ void Transformer::backward_input(Activations& acts, const float* d_output, float
   for (size_t i = blocks_.size(); i-- > 0;) {
     block_backward(blocks_[i], acts.blocks[i], dprev.f32(), dx.f32(), acts.weight_grads);
     std::swap(dx, dprev);
+    finish_segment();
   }
   if (stage_.has_embedding) {
     // Scatter-add into the embedding rows the batch used (deterministic order: token index).
@@ -250,6 +271,7 @@ void Transformer::backward_input(Activations& acts, const float* d_output, float
     CHECK(d_input != nullptr) << "a stage without the embedding passes its input gradient back";
     copy_f32(d_input, dx.f32(), N * C);
   }
+  while (ready != nullptr && segment < grad_segments_.size()) finish_segment();  // the embedding
 }
 
 Tensor Transformer::logits(const Batch& batch) {

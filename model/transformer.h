@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -97,10 +98,16 @@ class Transformer {
                  float* output = nullptr, double aux_weight = 1.0);
   // Last stage: d_output ignored (the loss seeds the gradient). Others: d_output (N, C).
   // Not first stage: d_input (N, C) receives the gradient of the stage input.
-  void backward_input(Activations& acts, const float* d_output = nullptr, float* d_input = nullptr);
+  // `ready` (optional): called with each group of parameters whose gradient contribution from this
+  // micro-batch is complete, in backward order (data parallelism starts their reductions; the
+  // weight-gradient GEMMs then run part by part instead of all at the end: same sums).
+  using GradsReadyFn = std::function<void(const std::vector<Param*>&)>;
+  void backward_input(Activations& acts, const float* d_output = nullptr, float* d_input = nullptr,
+                      const GradsReadyFn* ready = nullptr);
   void backward_weight(Activations& acts) { acts.weight_grads.run(); }
-  void backward(Activations& acts, const float* d_output = nullptr, float* d_input = nullptr) {
-    backward_input(acts, d_output, d_input);
+  void backward(Activations& acts, const float* d_output = nullptr, float* d_input = nullptr,
+                const GradsReadyFn* ready = nullptr) {
+    backward_input(acts, d_output, d_input, ready);
     backward_weight(acts);
   }
 
@@ -145,6 +152,7 @@ class Transformer {
   bool tied_ = false;
   int64_t weights_epoch_ = 0;  // see mark_weights_changed(); LinearGemms hold a pointer to it
   ParamList params_;
+  std::vector<std::vector<Param*>> grad_segments_;  // parameters in the order backward finishes them
 };
 
 }  // namespace strata

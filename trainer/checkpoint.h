@@ -27,6 +27,7 @@
 #include "core/safetensors.h"  // SafetensorsFile: the rank files
 #include "core/status.h"
 #include "core/tensor.h"
+#include "parallel/communicator.h"
 
 namespace strata {
 
@@ -41,8 +42,7 @@ struct CheckpointTensor {
   // shape) instead of an offset block.
   bool flat_range = false;
   int64_t flat_begin = 0;
-  // Held identically by several ranks. With world = 1 the one rank writes everything; a multi-rank
-  // save will list a replicated tensor only on the rank that writes it (its dp rank 0).
+  // Held identically by several ranks; a multi-rank save lists it on the one rank that writes it.
   bool replicated = false;
 };
 
@@ -58,16 +58,22 @@ struct CheckpointMeta {
 // a crash would, leaving whatever was written behind, and save_checkpoint returns kAborted.
 using CheckpointCrashHook = std::function<bool(std::string_view stage)>;
 
-// Saves `tensors` as rank 0 of a world of 1 into ROOT/step_XXXXXX.tmp/, renames it to
+// Saves `tensors` (a single process: rank 0 of a world of 1) into ROOT/step_XXXXXX.tmp/, renames it to
 // ROOT/step_XXXXXX/ (atomically replacing an existing one of the same step), updates ROOT/latest,
 // then deletes stale step_*.tmp directories and, when keep_last > 0, the oldest step directories
 // with a lower step until keep_last remain counting this one (higher steps, from a run that was
 // resumed from an earlier checkpoint, are left alone). Several entries may hold slices of one
 // tensor; together they must tile it exactly, all as blocks or all as flat ranges. Files and
 // directories are fsynced. A failure to prune only logs a warning: the checkpoint is safe by then.
+//
+// With `comm` of several ranks, every rank calls it with its own slices (a replicated tensor listed
+// by one rank only) and meta.layout.world = comm->size(): each writes rank-XXXXX.safetensors, rank
+// 0 merges the slice records into one manifest, checks that together they tile every tensor and
+// publishes the step; all ranks return the same success or failure. The crash hook applies to
+// single-process saves only.
 Status save_checkpoint(const std::string& root, const CheckpointMeta& meta,
                        const std::vector<CheckpointTensor>& tensors, int64_t keep_last,
-                       const CheckpointCrashHook& crash_hook = nullptr);
+                       const CheckpointCrashHook& crash_hook = nullptr, Communicator* comm = nullptr);
 
 // ROOT (reads ROOT/latest), ROOT/step_XXXXXX, or any directory holding a manifest.json -> the
 // checkpoint directory. Errors name what is missing; an unfinished step_*.tmp is refused.

@@ -88,7 +88,9 @@ struct SavePlan {
   std::vector<PlannedSlice> slices;
 };
 
-StatusOr<SavePlan> plan_save(const std::vector<CheckpointTensor>& tensors) {
+// check_tiles: the tensors must tile every global tensor (a single-rank save); a rank of a
+// multi-rank save holds only its part, and the merged manifest is checked instead.
+StatusOr<SavePlan> plan_save(const std::vector<CheckpointTensor>& tensors, bool check_tiles = true) {
   SavePlan plan;
   std::map<std::string, size_t> by_name;
   for (const CheckpointTensor& ct : tensors) {
@@ -153,7 +155,7 @@ StatusOr<SavePlan> plan_save(const std::vector<CheckpointTensor>& tensors) {
   for (PlannedTensor& pt : plan.tensors) {
     std::vector<SliceGeometry> geoms;
     for (size_t i : pt.slices) geoms.push_back(plan.slices[i].geom);
-    if (Status s = check_tiling(pt.shape, geoms); !s.ok()) {
+    if (Status s = check_tiles ? check_tiling(pt.shape, geoms) : OkStatus(); !s.ok()) {
       return annotate(s, absl::StrCat("save_checkpoint: ", pt.name));
     }
     for (size_t k = 0; k < pt.slices.size(); ++k) {
@@ -210,18 +212,8 @@ OJson file_record(const std::string& name, const std::string& contents) {
                {"crc32c", hex32(crc32c(contents.data(), contents.size()))}};
 }
 
-OJson make_manifest(const CheckpointMeta& meta, const OJson& layout, const SavePlan& plan,
-                    const std::string& rank_file, uint64_t rank_file_bytes, uint32_t header_crc,
-                    const OJson& config_rec, const OJson& state_rec) {
-  OJson m;
-  m["format"] = kFormatName;
-  m["format_version"] = Checkpoint::kFormatVersion;
-  m["step"] = meta.step;
-  m["layout"] = layout;
-  m["config"] = config_rec;
-  m["trainer_state"] = state_rec;
-  m["files"] = OJson::array({OJson{
-      {"file", rank_file}, {"rank", 0}, {"bytes", rank_file_bytes}, {"header_crc32c", hex32(header_crc)}}});
+// The manifest's record of one rank file's tensors: name -> {dtype, shape, replicated, slices}.
+OJson tensor_records(const SavePlan& plan, const std::string& rank_file) {
   OJson tensors = OJson::object();
   for (const PlannedTensor& pt : plan.tensors) {
     OJson t;
@@ -247,8 +239,64 @@ OJson make_manifest(const CheckpointMeta& meta, const OJson& layout, const SaveP
     t["slices"] = std::move(slices);
     tensors[pt.name] = std::move(t);
   }
-  m["tensors"] = std::move(tensors);
+  return tensors;
+}
+
+OJson make_manifest(const CheckpointMeta& meta, const OJson& layout, const OJson& files, const OJson& tensors,
+                    const OJson& config_rec, const OJson& state_rec) {
+  OJson m;
+  m["format"] = kFormatName;
+  m["format_version"] = Checkpoint::kFormatVersion;
+  m["step"] = meta.step;
+  m["layout"] = layout;
+  m["config"] = config_rec;
+  m["trainer_state"] = state_rec;
+  m["files"] = files;
+  m["tensors"] = tensors;
   return m;
+}
+
+// Adds one rank's tensor records to the merged ones (rank order), checking that ranks agree on
+// each tensor's dtype and shape; then every merged tensor must be tiled exactly by its slices.
+Status merge_tensor_records(OJson* merged, const OJson& from, int rank) {
+  for (const auto& [name, t] : from.items()) {
+    if (!merged->contains(name)) {
+      (*merged)[name] = t;
+      continue;
+    }
+    OJson& m = (*merged)[name];
+    if (m["dtype"] != t["dtype"] || m["shape"] != t["shape"]) {
+      return absl::InvalidArgumentError(absl::StrCat("save_checkpoint: ", name, ": rank ", rank, " saves ",
+                                                     t["dtype"].dump(), " of shape ", t["shape"].dump(),
+                                                     ", an earlier rank ", m["dtype"].dump(), " of ",
+                                                     m["shape"].dump()));
+    }
+    if (t.value("replicated", false)) m["replicated"] = true;
+    for (const OJson& slice : t["slices"]) m["slices"].push_back(slice);
+  }
+  return OkStatus();
+}
+
+Status check_merged_tiling(OJson* merged) {
+  for (auto& [name, t] : merged->items()) {
+    std::vector<SliceGeometry> geoms;
+    for (const OJson& js : t["slices"]) {
+      SliceGeometry g;
+      if (js.contains("flat")) {
+        g.flat = true;
+        g.flat_begin = js["flat"][0].get<int64_t>();
+        g.shape = {js["flat"][1].get<int64_t>()};
+      } else {
+        g.offset = js["offset"].get<std::vector<int64_t>>();
+        g.shape = js["shape"].get<std::vector<int64_t>>();
+      }
+      geoms.push_back(std::move(g));
+    }
+    if (Status s = check_tiling(t["shape"].get<std::vector<int64_t>>(), geoms); !s.ok()) {
+      return annotate(s, absl::StrCat("save_checkpoint: ", name));
+    }
+  }
+  return OkStatus();
 }
 
 // The manifest as text: one line per file, per tensor and per slice (a large model's manifest stays
@@ -381,9 +429,10 @@ Status write_step_dir(const std::string& tmp, const CheckpointMeta& meta, const 
   RETURN_IF_ERROR(write_file_synced(join_path(tmp, kConfig), meta.config_yaml));
 
   if (crash("manifest")) return aborted_at("manifest");
-  const OJson manifest =
-      make_manifest(meta, layout, *plan, rank_file, rank_bytes, header_crc,
-                    file_record(kConfig, meta.config_yaml), file_record(kTrainerState, state));
+  const OJson files = OJson::array({OJson{
+      {"file", rank_file}, {"rank", 0}, {"bytes", rank_bytes}, {"header_crc32c", hex32(header_crc)}}});
+  const OJson manifest = make_manifest(meta, layout, files, tensor_records(*plan, rank_file),
+                                       file_record(kConfig, meta.config_yaml), file_record(kTrainerState, state));
   std::string text;
   try {
     text = manifest_text(manifest);
@@ -394,42 +443,25 @@ Status write_step_dir(const std::string& tmp, const CheckpointMeta& meta, const 
   return fsync_dir(tmp);
 }
 
-}  // namespace
-
-Status save_checkpoint(const std::string& root, const CheckpointMeta& meta,
-                       const std::vector<CheckpointTensor>& tensors, int64_t keep_last,
-                       const CheckpointCrashHook& crash_hook) {
-  auto crash = [&](const char* stage) { return crash_hook && crash_hook(stage); };
-  if (meta.step < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("save_checkpoint: negative step ", meta.step));
-  }
-  OJson layout = meta.layout.is_null() ? OJson{{"world", 1}, {"dp", 1}, {"pp", 1}, {"ep", 1}}
-                                       : OJson::parse(meta.layout.dump());
-  if (!layout.is_object()) return absl::InvalidArgumentError("save_checkpoint: layout must be a JSON object");
-  if (layout.contains("world") && layout["world"] != 1) {
-    return absl::UnimplementedError(
-        absl::StrCat("save_checkpoint: layout.world = ", layout["world"].dump(),
-                     ", but only single-process saves (world 1) are implemented"));
-  }
-  ASSIGN_OR_RETURN(SavePlan plan, plan_save(tensors));
-
+// Creates ROOT and an empty ROOT/step_XXXXXX.tmp (deleting one a crashed save left).
+Status prepare_step_dir(const std::string& root, const std::string& tmp) {
   std::error_code ec;
   fs::create_directories(root, ec);
   if (ec) {
     return absl::InternalError(absl::StrCat(root, ": cannot create the checkpoint root: ", ec.message()));
   }
-  const std::string name = step_dir_name(meta.step);
-  const std::string final_dir = join_path(root, name);
-  const std::string tmp = final_dir + ".tmp";
   fs::remove_all(tmp, ec);  // left by a crashed save of this step
   if (ec) {
     return absl::InternalError(absl::StrCat(tmp, ": cannot delete a stale unfinished save: ", ec.message()));
   }
+  return OkStatus();
+}
 
-  if (Status s = write_step_dir(tmp, meta, layout, &plan, crash_hook); !s.ok()) {
-    if (!absl::IsAborted(s)) fs::remove_all(tmp, ec);  // a simulated crash leaves its debris
-    return s;
-  }
+// Renames tmp into place, points `latest` at it and prunes old steps.
+Status publish_step(const std::string& root, const std::string& tmp, const std::string& name, int64_t step,
+                    int64_t keep_last, const CheckpointCrashHook& crash_hook) {
+  auto crash = [&](const char* stage) { return crash_hook && crash_hook(stage); };
+  const std::string final_dir = join_path(root, name);
   if (crash("rename")) return aborted_at("rename");
   RETURN_IF_ERROR(publish_dir(tmp, final_dir));
   RETURN_IF_ERROR(fsync_dir(root));
@@ -444,8 +476,131 @@ Status save_checkpoint(const std::string& root, const CheckpointMeta& meta,
   RETURN_IF_ERROR(fsync_dir(root));
 
   if (crash("prune")) return aborted_at("prune");
-  prune(root, meta.step, keep_last);
+  prune(root, step, keep_last);
   return OkStatus();
+}
+
+StatusOr<OJson> checked_layout(const CheckpointMeta& meta, int world) {
+  if (meta.step < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("save_checkpoint: negative step ", meta.step));
+  }
+  OJson layout = meta.layout.is_null() ? OJson{{"world", 1}, {"dp", 1}, {"pp", 1}, {"ep", 1}}
+                                       : OJson::parse(meta.layout.dump());
+  if (!layout.is_object()) return absl::InvalidArgumentError("save_checkpoint: layout must be a JSON object");
+  if (layout.contains("world") && layout["world"] != world) {
+    return absl::InvalidArgumentError(absl::StrCat("save_checkpoint: layout.world = ", layout["world"].dump(),
+                                                   ", but ", world, " rank(s) save"));
+  }
+  return layout;
+}
+
+// Every rank learns whether every rank succeeded; a rank that failed returns its own error, the
+// others one that points at it.
+Status agree(Communicator& comm, const Status& local, const char* stage) {
+  double failed = local.ok() ? 0.0 : 1.0;
+  RETURN_IF_ERROR(comm.all_reduce(&failed, 1, ReduceOp::kMax));
+  if (!local.ok()) return local;
+  if (failed > 0.0) {
+    return absl::InternalError(
+        absl::StrCat("save_checkpoint: another rank failed while ", stage, " (its log names the error)"));
+  }
+  return OkStatus();
+}
+
+// A save by every rank of `comm`: each writes its own rank file into the tmp directory rank 0
+// created; rank 0 collects their records, checks that the slices tile every tensor, writes the
+// manifest and publishes the step. Every stage ends with an agreement, so all ranks return the
+// same success or failure.
+Status save_distributed(const std::string& root, const CheckpointMeta& meta,
+                        const std::vector<CheckpointTensor>& tensors, int64_t keep_last, Communicator& comm) {
+  const int rank = comm.rank(), size = comm.size();
+  const std::string name = step_dir_name(meta.step);
+  const std::string tmp = join_path(root, name) + ".tmp";
+  StatusOr<OJson> layout = checked_layout(meta, size);
+  StatusOr<SavePlan> plan = layout.ok() ? plan_save(tensors, /*check_tiles=*/false) : StatusOr<SavePlan>(layout.status());
+  Status s = plan.status();
+  if (s.ok() && rank == 0) s = prepare_step_dir(root, tmp);
+  if (s.ok() && rank == 0) {
+    std::error_code ec;
+    if (!fs::create_directory(tmp, ec)) s = absl::InternalError(absl::StrCat(tmp, ": cannot create directory: ", ec.message()));
+  }
+  RETURN_IF_ERROR(agree(comm, s, "preparing the save"));
+
+  const std::string rank_file = rank_file_name(rank);
+  const std::string rank_path = join_path(tmp, rank_file);
+  uint32_t header_crc = 0;
+  s = write_rank_file(rank_path, meta.step, rank, &*plan, &header_crc);
+  OJson record;
+  if (s.ok()) {
+    std::error_code ec;
+    const uint64_t bytes = fs::file_size(rank_path, ec);
+    if (ec) s = absl::InternalError(absl::StrCat(rank_path, ": cannot stat: ", ec.message()));
+    record = OJson{{"file", OJson{{"file", rank_file}, {"rank", rank}, {"bytes", bytes}, {"header_crc32c", hex32(header_crc)}}},
+                   {"tensors", tensor_records(*plan, rank_file)}};
+  }
+  if (Status a = agree(comm, s, "writing its rank file"); !a.ok()) {
+    std::error_code ec;
+    if (rank == 0) fs::remove_all(tmp, ec);
+    return a;
+  }
+
+  // Rank 0 gathers the records (length, then text) in rank order.
+  const std::string text = record.dump();
+  if (rank != 0) {
+    const int64_t n = static_cast<int64_t>(text.size());
+    RETURN_IF_ERROR(comm.send(&n, sizeof(n), 0, 1));
+    RETURN_IF_ERROR(comm.send(text.data(), n, 0, 2));
+    return agree(comm, OkStatus(), "publishing");
+  }
+  OJson files = OJson::array({record["file"]});
+  OJson merged = record["tensors"];
+  for (int r = 1; r < size && s.ok(); ++r) {
+    int64_t n = 0;
+    RETURN_IF_ERROR(comm.recv(&n, sizeof(n), r, 1));
+    std::string other(static_cast<size_t>(n), '\0');
+    RETURN_IF_ERROR(comm.recv(other.data(), n, r, 2));
+    const OJson rec = OJson::parse(other);
+    files.push_back(rec["file"]);
+    s = merge_tensor_records(&merged, rec["tensors"], r);
+  }
+  if (s.ok()) s = check_merged_tiling(&merged);
+  if (s.ok()) {
+    std::string state = "{}\n";
+    if (!meta.trainer_state.is_null()) state = meta.trainer_state.dump(2) + "\n";
+    s = write_file_synced(join_path(tmp, kTrainerState), state);
+    if (s.ok()) s = write_file_synced(join_path(tmp, kConfig), meta.config_yaml);
+    if (s.ok()) {
+      const OJson manifest = make_manifest(meta, *layout, files, merged, file_record(kConfig, meta.config_yaml),
+                                           file_record(kTrainerState, state));
+      s = write_file_synced(join_path(tmp, kManifest), manifest_text(manifest));
+    }
+    if (s.ok()) s = fsync_dir(tmp);
+    if (s.ok()) s = publish_step(root, tmp, name, meta.step, keep_last, nullptr);
+  }
+  if (!s.ok()) {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+  }
+  return agree(comm, s, "publishing");
+}
+
+}  // namespace
+
+Status save_checkpoint(const std::string& root, const CheckpointMeta& meta,
+                       const std::vector<CheckpointTensor>& tensors, int64_t keep_last,
+                       const CheckpointCrashHook& crash_hook, Communicator* comm) {
+  if (comm != nullptr && comm->size() > 1) return save_distributed(root, meta, tensors, keep_last, *comm);
+  ASSIGN_OR_RETURN(const OJson layout, checked_layout(meta, 1));
+  ASSIGN_OR_RETURN(SavePlan plan, plan_save(tensors));
+  const std::string name = step_dir_name(meta.step);
+  const std::string tmp = join_path(root, name) + ".tmp";
+  RETURN_IF_ERROR(prepare_step_dir(root, tmp));
+  if (Status s = write_step_dir(tmp, meta, layout, &plan, crash_hook); !s.ok()) {
+    std::error_code ec;
+    if (!absl::IsAborted(s)) fs::remove_all(tmp, ec);  // a simulated crash leaves its debris
+    return s;
+  }
+  return publish_step(root, tmp, name, meta.step, keep_last, crash_hook);
 }
 
 }  // namespace strata

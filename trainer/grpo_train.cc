@@ -20,6 +20,7 @@
 #include "rl/rewards.h"
 #include "rl/rollout.h"
 #include "trainer/config_yaml.h"
+#include "trainer/fault_injection.h"
 #include "trainer/run_common.h"
 
 namespace strata {
@@ -262,8 +263,7 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
 
   Transformer model(config.model, config.precision);
   RETURN_IF_ERROR(init_model_weights(model, config.model, seed));
-  std::vector<OptimTensor> opt_tensors = optimizer_tensors(model, config.optim);
-  AdamW optimizer(config.optim, opt_tensors);
+  DistributedOptimizer optimizer(config.optim, config.parallel, optimizer_tensors(model, config.optim), nullptr);
   const std::vector<LinearGemm*> gemms = model.linear_gemms();
   const bool fp8_delayed =
       config.precision.mode == PrecisionMode::kFp8 && config.precision.fp8.recipe == Fp8Recipe::kTensorwiseDelayed;
@@ -328,7 +328,7 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
     std::vector<Fp8StateTensor> fp8_state;
     Timer t;
     RETURN_IF_ERROR(save_checkpoint(checkpoint_root_of(config), meta,
-                                    run_checkpoint_tensors(model, optimizer, fp8_state, extra),
+                                    run_checkpoint_tensors(model, optimizer, fp8_state, extra, DataParallel{}),
                                     config.checkpoint.keep_last));
     LOG(INFO) << absl::StrFormat("checkpoint step %d saved in %.2fs", step, t.seconds());
     return OkStatus();
@@ -352,6 +352,7 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
 
   int64_t steps_this_process = 0;
   for (int64_t step = start; step < tc.steps; ++step) {
+    RETURN_IF_ERROR(maybe_inject_fault(step));
     Timer step_timer;
     fp8_reset_step(gemms);
     // ---- rollouts, rewards, dynamic sampling ----
@@ -435,7 +436,7 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
     std::vector<MoeStats> loads;
     const double lr = lr_at(config.optim, step, tc.steps);
     for (int64_t it = 0; it < g.num_iterations && !batch.empty(); ++it) {
-      zero_grads(model.params());
+      optimizer.zero_grads();
       fp8_reset_step(gemms);  // amaxes of this update only (not rollouts or re-scoring forwards)
       double it_loss = 0;
       for (size_t mi = 0; mi < micro.size(); ++mi) {
@@ -482,18 +483,19 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
           loss_tokens += res.tokens;
         }
         trained_tokens += static_cast<double>(m.batch.B * m.batch.T);
-        model.backward(acts);
+        backward_micro_batch(model, acts, optimizer, mi + 1 == micro.size());
       }
+      RETURN_IF_ERROR(optimizer.reduce_grads());
       if (it == 0) loss = it_loss;
       const Fp8Events fp8 = fp8_events(gemms);
-      if (!std::isfinite(it_loss) || grads_have_nonfinite(opt_tensors) || fp8.nonfinite > 0) {
+      ASSIGN_OR_RETURN(const OptimStepResult update, optimizer.step(lr, !std::isfinite(it_loss) || fp8.nonfinite > 0));
+      if (!update.applied) {
         bad = true;
         bad_what = fp8.nonfinite > 0 ? absl::StrCat("non-finite values (", fp8.nonfinite, ") in an fp8 operand, first in ", fp8.first)
                                      : std::string("non-finite loss or gradients");
         break;
       }
-      grad_norm = clip_grad_norm(opt_tensors, config.optim.grad_clip);
-      optimizer.step(lr);
+      grad_norm = update.grad_norm;
       model.mark_weights_changed();
       if (fp8_delayed) fp8_commit_amax(gemms, fp8_pending_amax(gemms));
     }

@@ -29,9 +29,9 @@ Status refuse_unlanded(const ExperimentConfig& c) {
   if (c.train.device == DeviceChoice::kCuda) {
     return absl::UnimplementedError("train.device: cuda lands with the CUDA backend issue (#11)");
   }
-  if (c.parallel.pp > 1 || c.parallel.ep > 1 || c.parallel.zero > 0) {
+  if (c.parallel.pp > 1 || c.parallel.ep > 1) {
     return absl::UnimplementedError(
-        "parallel layouts beyond data parallelism (pp > 1, ep > 1, zero: 1) land with issues #7-#9");
+        "pipeline and expert parallelism (pp > 1, ep > 1) land with issues #8 and #9; dp and zero: 1 run today");
   }
   return OkStatus();
 }
@@ -86,23 +86,46 @@ StatusOr<DataParallel> DataParallel::join(const ExperimentConfig& c) {
   return dp;
 }
 
-Status DataParallel::sum_gradients(const std::vector<OptimTensor>& tensors) const {
+Status DataParallel::sum(double* data, int64_t n) const {
   if (!comm) return OkStatus();
-  int64_t n = 0;
-  for (const OptimTensor& t : tensors) n += t.grad->numel();
-  std::vector<float> flat(static_cast<size_t>(n));
-  int64_t at = 0;
-  for (const OptimTensor& t : tensors) {
-    copy_f32(flat.data() + at, t.grad->f32(), t.grad->numel());
-    at += t.grad->numel();
+  return comm->all_reduce(data, n, ReduceOp::kSum);
+}
+
+namespace {
+
+bool decays(ParamKind kind, const OptimConfig& c) {
+  switch (kind) {
+    case ParamKind::kMatrix: return true;
+    case ParamKind::kEmbedding: return c.decay_embeddings;
+    case ParamKind::kNorm:
+    case ParamKind::kBias: return c.decay_norms_biases;
+    case ParamKind::kRouterBias: return false;
   }
-  RETURN_IF_ERROR(comm->all_reduce(flat.data(), n, ReduceOp::kSum));
-  at = 0;
-  for (const OptimTensor& t : tensors) {
-    copy_f32(t.grad->f32(), flat.data() + at, t.grad->numel());
-    at += t.grad->numel();
+  return false;
+}
+
+}  // namespace
+
+std::vector<OptimTensor> optimizer_tensors(Transformer& model, const OptimConfig& config) {
+  std::vector<OptimTensor> out;
+  for (const ParamRef& p : model.params()) {
+    if (!p.param->grad.defined()) continue;  // balancing biases are not trained by gradient
+    out.push_back({p.name, &p.param->value, &p.param->grad, decays(p.kind, config)});
   }
-  return OkStatus();
+  return out;
+}
+
+void backward_micro_batch(Transformer& model, Activations& acts, DistributedOptimizer& optimizer, bool last) {
+  if (!last) {
+    model.backward(acts);
+    return;
+  }
+  const Transformer::GradsReadyFn ready = [&optimizer](const std::vector<Param*>& params) {
+    for (const Param* p : params)
+      if (p->grad.defined()) optimizer.grads_ready(p->grad.f32());
+    optimizer.poll();
+  };
+  model.backward(acts, nullptr, nullptr, &ready);
 }
 
 Batch to_model_batch(const TokenBatch& tb, int64_t vocab) {
@@ -159,30 +182,61 @@ StatusOr<std::string> resume_dir_of(const ExperimentConfig& c, const TrainOption
   return resolve_checkpoint(resume);
 }
 
-std::vector<CheckpointTensor> run_checkpoint_tensors(Transformer& model, AdamW& optimizer,
+std::vector<CheckpointTensor> run_checkpoint_tensors(Transformer& model, DistributedOptimizer& optimizer,
                                                      std::vector<Fp8StateTensor>& fp8_state,
-                                                     const std::vector<CheckpointTensor>& extra) {
-  std::vector<CheckpointTensor> tensors = checkpoint_tensors(model, &optimizer);
+                                                     const std::vector<CheckpointTensor>& extra,
+                                                     const DataParallel& dp) {
+  std::vector<CheckpointTensor> all;
+  for (const ParamRef& p : model.params()) all.push_back(whole_tensor(p.name, p.param->value));
+  for (const OptimStateSlice& s : optimizer.state_slices()) {
+    CheckpointTensor t;
+    t.name = s.name;
+    t.tensor = s.tensor;
+    t.global_shape = s.global_shape;
+    if (s.flat) {
+      t.flat_range = true;
+      t.flat_begin = s.flat_begin;
+    } else {
+      t.offset.assign(s.global_shape.size(), 0);
+    }
+    t.replicated = !s.flat;
+    all.push_back(t);
+  }
   fp8_state = fp8_state_tensors(model.linear_gemms());
-  for (const Fp8StateTensor& s : fp8_state) tensors.push_back(whole_tensor(s.name, s.value));
-  tensors.insert(tensors.end(), extra.begin(), extra.end());
-  return tensors;
+  for (const Fp8StateTensor& s : fp8_state) all.push_back(whole_tensor(s.name, s.value));
+  all.insert(all.end(), extra.begin(), extra.end());
+  if (dp.size == 1) return all;
+  // Every rank holds the replicated tensors alike: rank i % size writes the i-th of them.
+  std::vector<CheckpointTensor> mine;
+  int64_t k = 0;
+  for (CheckpointTensor& t : all) {
+    if (t.flat_range) {
+      mine.push_back(t);
+      continue;
+    }
+    t.replicated = true;
+    if (k++ % dp.size == dp.rank) mine.push_back(t);
+  }
+  return mine;
 }
 
-Status restore_checkpoint(const Checkpoint& ckpt, Transformer& model, AdamW* optimizer) {
-  for (CheckpointTensor& t : checkpoint_tensors(model, optimizer)) {
-    Tensor* dst = const_cast<Tensor*>(t.tensor);
-    if (!ckpt.has_tensor(t.name)) return absl::NotFoundError(absl::StrCat("checkpoint has no tensor ", t.name));
-    if (ckpt.global_shape(t.name) != t.global_shape) {
-      return absl::InvalidArgumentError(absl::StrCat("checkpoint tensor ", t.name, " has another shape than the model"));
+Status restore_checkpoint(const Checkpoint& ckpt, Transformer& model, DistributedOptimizer* optimizer) {
+  auto check_shape = [&](const std::string& name, const std::vector<int64_t>& shape) -> Status {
+    if (!ckpt.has_tensor(name)) return absl::NotFoundError(absl::StrCat("checkpoint has no tensor ", name));
+    if (ckpt.global_shape(name) != shape) {
+      return absl::InvalidArgumentError(absl::StrCat("checkpoint tensor ", name, " has another shape than the model"));
     }
-    if (dst->dtype() == DType::kF32) {
-      RETURN_IF_ERROR(ckpt.read_flat(t.name, 0, dst->numel(), dst->f32()));
-    } else {  // bf16 moments: read as f32, round back (exact: the values are bf16)
-      std::vector<float> tmp(static_cast<size_t>(dst->numel()));
-      RETURN_IF_ERROR(ckpt.read_flat(t.name, 0, dst->numel(), tmp.data()));
-      f32_to_bf16_n(tmp.data(), dst->data<uint16_t>(), tmp.size());
-    }
+    return OkStatus();
+  };
+  for (const ParamRef& p : model.params()) {
+    RETURN_IF_ERROR(check_shape(p.name, shape_of(p.param->value)));
+    RETURN_IF_ERROR(ckpt.read_flat(p.name, 0, p.param->value.numel(), p.param->value.f32()));
+  }
+  if (optimizer != nullptr) {
+    for (const OptimStateSlice& s : optimizer->state_slices()) RETURN_IF_ERROR(check_shape(s.name, s.global_shape));
+    RETURN_IF_ERROR(optimizer->load_state([&](const std::string& name, int64_t begin, int64_t count, float* out) {
+      return ckpt.read_flat(name, begin, count, out);
+    }));
   }
   model.mark_weights_changed();
   // FP8 amax histories: a checkpoint from another precision has none; those start empty.

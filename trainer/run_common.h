@@ -14,6 +14,7 @@
 #include "kernels/precision/scaling.h"
 #include "model/transformer.h"
 #include "optim/adamw.h"
+#include "optim/distributed_optimizer.h"
 #include "parallel/communicator.h"
 #include "trainer/checkpoint.h"
 #include "trainer/experiment_config.h"
@@ -25,16 +26,25 @@ std::string run_dir_of(const ExperimentConfig& c);
 std::string checkpoint_root_of(const ExperimentConfig& c);
 // Features a config can name that this build cannot run yet (Unimplemented, exit 3).
 Status refuse_unlanded(const ExperimentConfig& c);
-// The data-parallel group of a pretrain / SFT run: every rank of the job (pp = ep = 1 for now),
-// rank r taking micro-batches m with m % size == r of every step's global batch.
+// The data-parallel group of a run: every rank of the job (pp = ep = 1 for now), rank r taking
+// micro-batches m with m % size == r of every step's global batch (pretrain / SFT) or its share
+// of the prompts (GRPO). Gradients are reduced by the DistributedOptimizer built over `comm`.
 struct DataParallel {
   int size = 1, rank = 0;
   std::unique_ptr<Communicator> comm;  // null in a single process
   // Joins MPI's world when the process runs under mpirun/srun; validates the layout.
   static StatusOr<DataParallel> join(const ExperimentConfig& c);
-  // Sums every gradient over the group (one flat all-reduce).
-  Status sum_gradients(const std::vector<OptimTensor>& tensors) const;
+  // Sums `data` (n,) over the group in place; nothing in a single process.
+  Status sum(double* data, int64_t n) const;
 };
+
+// AdamW's view of the model's parameters; `decay` follows ParamKind and OptimConfig.
+std::vector<OptimTensor> optimizer_tensors(Transformer& model, const OptimConfig& config);
+
+// Backward of one micro-batch. For the last micro-batch this rank runs in an update, the
+// optimizer learns which gradients are final as each layer finishes (their bucket reductions
+// start while the rest of the backward runs) and its reductions are polled between layers.
+void backward_micro_batch(Transformer& model, Activations& acts, DistributedOptimizer& optimizer, bool last);
 
 // Creates the run directory, points this rank's log file (rank-XXXXX.log) at it and saves the
 // resolved config (rank 0).
@@ -52,15 +62,18 @@ Status init_model_weights(Transformer& model, const ModelConfig& config, uint64_
 
 // The checkpoint to resume from ("" = start fresh): checkpoint.resume / --resume, auto = latest.
 StatusOr<std::string> resume_dir_of(const ExperimentConfig& c, const TrainOptions& options);
-// Copies a checkpoint's parameters (and optimizer state when given) into the model, and the FP8
-// amax histories (a checkpoint of another precision has none: they start empty).
-Status restore_checkpoint(const Checkpoint& ckpt, Transformer& model, AdamW* optimizer);
+// Copies a checkpoint's parameters (and this rank's part of the optimizer state when given) into
+// the model, and the FP8 amax histories (a checkpoint of another precision has none: they start
+// empty). The checkpoint may come from any dp, with or without ZeRO-1.
+Status restore_checkpoint(const Checkpoint& ckpt, Transformer& model, DistributedOptimizer* optimizer);
 
-// Tensors a training checkpoint stores: parameters, optimizer state, FP8 histories (kept alive
-// by `fp8_state`), then `extra`.
-std::vector<CheckpointTensor> run_checkpoint_tensors(Transformer& model, AdamW& optimizer,
+// This rank's tensors of a training checkpoint: parameters, optimizer state, FP8 histories (kept
+// alive by `fp8_state`), then `extra`. Tensors every rank holds alike are divided among the ranks
+// (each written once, the writing spread over the group); ZeRO-1 shards are each rank's own.
+std::vector<CheckpointTensor> run_checkpoint_tensors(Transformer& model, DistributedOptimizer& optimizer,
                                                      std::vector<Fp8StateTensor>& fp8_state,
-                                                     const std::vector<CheckpointTensor>& extra = {});
+                                                     const std::vector<CheckpointTensor>& extra,
+                                                     const DataParallel& dp);
 CheckpointTensor whole_tensor(const std::string& name, const Tensor& t);
 
 }  // namespace strata

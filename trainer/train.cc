@@ -16,6 +16,7 @@
 #include "model/hf.h"
 #include "optim/schedule.h"
 #include "trainer/config_yaml.h"
+#include "trainer/fault_injection.h"
 #include "trainer/grpo_train.h"
 #include "trainer/run_common.h"
 
@@ -23,17 +24,6 @@ namespace strata {
 namespace {
 
 namespace fs = std::filesystem;
-
-bool decays(ParamKind kind, const OptimConfig& c) {
-  switch (kind) {
-    case ParamKind::kMatrix: return true;
-    case ParamKind::kEmbedding: return c.decay_embeddings;
-    case ParamKind::kNorm:
-    case ParamKind::kBias: return c.decay_norms_biases;
-    case ParamKind::kRouterBias: return false;
-  }
-  return false;
-}
 
 // Held-out loss over `batches` (no gradients kept).
 double evaluate_loss(Transformer& model, const std::vector<Batch>& batches) {
@@ -49,38 +39,6 @@ double evaluate_loss(Transformer& model, const std::vector<Batch>& batches) {
 }
 
 }  // namespace
-
-std::vector<OptimTensor> optimizer_tensors(Transformer& model, const OptimConfig& config) {
-  std::vector<OptimTensor> out;
-  for (const ParamRef& p : model.params()) {
-    if (!p.param->grad.defined()) continue;  // balancing biases are not trained by gradient
-    out.push_back({p.name, &p.param->value, &p.param->grad, decays(p.kind, config)});
-  }
-  return out;
-}
-
-std::vector<CheckpointTensor> checkpoint_tensors(Transformer& model, AdamW* optimizer) {
-  std::vector<CheckpointTensor> out;
-  for (const ParamRef& p : model.params()) {
-    CheckpointTensor t;
-    t.name = p.name;
-    t.tensor = &p.param->value;
-    t.global_shape = shape_of(p.param->value);
-    t.offset.assign(t.global_shape.size(), 0);
-    out.push_back(t);
-  }
-  if (optimizer) {
-    for (auto& [name, tensor] : optimizer->state_tensors()) {
-      CheckpointTensor t;
-      t.name = name;
-      t.tensor = tensor;
-      t.global_shape = shape_of(*tensor);
-      t.offset.assign(t.global_shape.size(), 0);
-      out.push_back(t);
-    }
-  }
-  return out;
-}
 
 Status run_training(const ExperimentConfig& config, const TrainOptions& options) {
   const TrainConfig& tc = config.train;
@@ -102,8 +60,7 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
   // Model and optimizer.
   Transformer model(config.model, config.precision);
   RETURN_IF_ERROR(init_model_weights(model, config.model, seed));
-  std::vector<OptimTensor> opt_tensors = optimizer_tensors(model, config.optim);
-  AdamW optimizer(config.optim, opt_tensors);
+  DistributedOptimizer optimizer(config.optim, config.parallel, optimizer_tensors(model, config.optim), dp.comm.get());
   LOG(INFO) << absl::StrFormat("model: %s, %.2fM parameters (%.2fM active matmul per token), %d blocks",
                                hf_model_type(config.model.arch), count_elements(model.params()) / 1e6,
                                active_matmul_params(config.model) / 1e6, config.model.n_layers);
@@ -145,15 +102,15 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
     CheckpointMeta meta;
     meta.step = step;
     meta.config_yaml = experiment_config_to_yaml(config);
-    meta.layout = {{"world", 1}, {"dp", 1}, {"pp", 1}, {"ep", 1}};  // the file's layout: rank 0 writes every (replicated) tensor
+    meta.layout = {{"world", dp.size}, {"dp", dp.size}, {"pp", 1}, {"ep", 1}, {"zero", optimizer.sharded() ? 1 : 0}};
     meta.trainer_state = {{"step", step},
                           {"samples_consumed", step * G},
                           {"optimizer_step", optimizer.step_count()},
                           {"seed", tc.seed}};
     Timer t;
     std::vector<Fp8StateTensor> fp8_state;
-    RETURN_IF_ERROR(save_checkpoint(ckpt_root, meta, run_checkpoint_tensors(model, optimizer, fp8_state),
-                                    config.checkpoint.keep_last));
+    RETURN_IF_ERROR(save_checkpoint(ckpt_root, meta, run_checkpoint_tensors(model, optimizer, fp8_state, {}, dp),
+                                    config.checkpoint.keep_last, nullptr, dp.comm.get()));
     LOG(INFO) << absl::StrFormat("checkpoint step %d saved in %.2fs", step, t.seconds());
     return OkStatus();
   };
@@ -161,6 +118,7 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
   Timer window;
   int64_t window_tokens = 0, steps_this_process = 0;
   for (int64_t step = start; step < tc.steps; ++step) {
+    RETURN_IF_ERROR(maybe_inject_fault(step));
     Timer step_timer;
     // The global batch of this step, as micro-batches; the loss denominator counts all of it.
     std::vector<int64_t> ids = loader->sample_ids(step * G, G);
@@ -172,13 +130,16 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
       targets += micro.back().n_targets();
     }
     const double denom = static_cast<double>(std::max<int64_t>(targets, 1));
-    zero_grads(model.params());
+    optimizer.zero_grads();
     fp8_reset_step(gemms);  // eval forwards since the last step recorded amaxes too
     double loss = 0.0, aux = 0.0;
     int64_t act_bytes = 0;
     std::vector<MoeStats> loads;
-    for (int64_t m = 0; m < accum; ++m) {
-      if (m % dp.size != dp.rank) continue;  // data parallelism: this rank's share of the micro-batches
+    // Data parallelism: this rank's share of the micro-batches. The backward of its last one
+    // starts the gradient reductions layer by layer.
+    std::vector<int64_t> mine;
+    for (int64_t m = dp.rank; m < accum; m += dp.size) mine.push_back(m);
+    for (int64_t m : mine) {
       Batch& b = micro[m];
       Activations acts;
       loss += model.forward(b, acts, denom, nullptr, nullptr, 1.0 / static_cast<double>(accum));
@@ -193,18 +154,17 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
           loads[i].dropped += s[i].dropped;
         }
       }
-      model.backward(acts);
+      backward_micro_batch(model, acts, optimizer, m == mine.back());
     }
-    // Data parallelism: sum the gradients, losses and expert loads of every rank's micro-batches
-    // (each was already divided by the global target count), so every rank holds the result of
-    // the whole global batch and takes the same step.
+    RETURN_IF_ERROR(optimizer.reduce_grads());
+    // Losses and expert loads of every rank's micro-batches (each already divided by the global
+    // target count), so every rank logs and balances on the whole global batch.
     Fp8Events fp8 = fp8_events(gemms);
     if (dp.comm) {
-      RETURN_IF_ERROR(dp.sum_gradients(opt_tensors));
       std::vector<double> sums = {loss, aux, static_cast<double>(fp8.nonfinite)};
       for (const MoeStats& s : loads)
         for (int64_t l : s.load) sums.push_back(static_cast<double>(l));
-      RETURN_IF_ERROR(dp.comm->all_reduce(sums.data(), static_cast<int64_t>(sums.size()), ReduceOp::kSum));
+      RETURN_IF_ERROR(dp.sum(sums.data(), static_cast<int64_t>(sums.size())));
       loss = sums[0];
       aux = sums[1];
       fp8.nonfinite = static_cast<int64_t>(sums[2]);
@@ -213,10 +173,12 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
         for (int64_t& l : s.load) l = static_cast<int64_t>(sums[k++]);
       if (fp8.nonfinite > 0 && fp8.first.empty()) fp8.first = "another rank's GEMM (see its log)";
     }
-    // FP8 quantisation never saturates NaN/Inf away: it poisons the tile, and names it here.
-    const bool bad = !std::isfinite(loss) || grads_have_nonfinite(opt_tensors) || fp8.nonfinite > 0;
-    double grad_norm = 0.0;
+    // FP8 quantisation never saturates NaN/Inf away: it poisons the tile, and names it here. The
+    // optimizer decides over all ranks (a NaN in any rank's gradient shard skips everywhere).
     const double lr = lr_at(config.optim, step, tc.steps);
+    ASSIGN_OR_RETURN(const OptimStepResult update, optimizer.step(lr, !std::isfinite(loss) || fp8.nonfinite > 0));
+    const bool bad = !update.applied;
+    const double grad_norm = update.grad_norm;
     if (bad) {
       const std::string what =
           fp8.nonfinite > 0 ? absl::StrCat("non-finite values (", fp8.nonfinite, ") in an fp8 operand, first in ", fp8.first)
@@ -225,11 +187,9 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
                 << (tc.nan_policy == NanPolicy::kSkip ? "; skipping the update" : "; stopping (train.nan_policy: stop)");
       if (tc.nan_policy == NanPolicy::kStop) return absl::AbortedError(absl::StrCat("step ", step, ": ", what));
     } else {
-      grad_norm = clip_grad_norm(opt_tensors, config.optim.grad_clip);
-      optimizer.step(lr);
       model.mark_weights_changed();
-      // Delayed scaling: this step's amaxes (max over micro-batches; over ranks once data
-      // parallelism reduces them) enter the histories only when the step is applied.
+      // Delayed scaling: this step's amaxes (max over micro-batches and ranks) enter the
+      // histories only when the step is applied.
       if (fp8_delayed) {
         std::vector<float> amax = fp8_pending_amax(gemms);
         if (dp.comm) RETURN_IF_ERROR(dp.comm->all_reduce(amax.data(), static_cast<int64_t>(amax.size()), ReduceOp::kMax));
@@ -257,6 +217,14 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
       r.add("mfu", tps * flops_per_token / peak);
       r.add("step_s", step_timer.seconds());
       r.add("memory_gb", resident_memory_bytes() / 1e9);
+      r.add("tensor_peak_mb", tensor_memory_stats().peak_bytes / 1e6);
+      r.add("optim_mb", optimizer.state_bytes() / 1e6);
+      if (optimizer.sharded()) r.add("grad_shard_mb", optimizer.grad_shard_bytes() / 1e6);
+      if (dp.comm) {
+        r.add("comm_s", optimizer.comm_seconds());
+        r.add("buckets_overlapped", static_cast<double>(optimizer.buckets_overlapped()) /
+                                        std::max<int64_t>(optimizer.bucket_count(), 1));
+      }
       r.add("act_mb", act_bytes / 1e6);
       if (fp8_delayed) r.add("fp8_saturated", static_cast<double>(fp8.saturated));
       if (bad) r.add("skipped", 1.0);
@@ -283,11 +251,7 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
       LOG(INFO) << format_metric_line(e);
       metrics.write(e);
     }
-    if ((config.checkpoint.every > 0 && done % config.checkpoint.every == 0) || last) {
-      // Every tensor is replicated over dp: rank 0 writes the checkpoint, the others wait for it.
-      if (dp.rank == 0) RETURN_IF_ERROR(save(done));
-      if (dp.comm) RETURN_IF_ERROR(dp.comm->barrier());
-    }
+    if ((config.checkpoint.every > 0 && done % config.checkpoint.every == 0) || last) RETURN_IF_ERROR(save(done));
     if (options.stop_after > 0 && steps_this_process >= options.stop_after) {
       LOG(INFO) << "stopping after " << steps_this_process << " steps (--stop-after)";
       break;

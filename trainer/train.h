@@ -44,10 +44,4 @@ struct LoadedModel {
 // directory) or a Hugging Face directory (hf:DIR, with --tokenizer given separately).
 StatusOr<LoadedModel> load_model_for_inference(const std::string& path, const std::string& tokenizer_override = "");
 
-// The parameters and optimizer state a checkpoint stores, under their global names.
-std::vector<CheckpointTensor> checkpoint_tensors(Transformer& model, AdamW* optimizer);
-
-// AdamW's view of the model's parameters; `decay` follows ParamKind and OptimConfig.
-std::vector<OptimTensor> optimizer_tensors(Transformer& model, const OptimConfig& config);
-
 }  // namespace strata
