@@ -16,6 +16,7 @@
 #include "trainer/data_cmd.h"
 #include "trainer/eval_cmd.h"
 #include "trainer/generate_cmd.h"
+#include "trainer/plan.h"
 #include "trainer/train.h"
 
 namespace strata {
@@ -76,9 +77,12 @@ int run_cli(int argc, char** argv) {
   train->add_option("--stop-after", topt.stop_after, "stop this process after N steps (the run resumes later)")
       ->check(CLI::PositiveNumber);
 
-  auto* plan = app.add_subcommand("plan", "show layout, memory per rank and pipeline schedule without computing");
+  auto* plan =
+      app.add_subcommand("plan", "show the layout, memory per rank and communication per step, without computing");
   add_config_args(plan, &a);
-  plan->add_option("--world-size", a.world_size, "ranks to plan for")->check(CLI::PositiveNumber);
+  auto* world_opt = plan->add_option("--world,--world-size", a.world_size,
+                                     "ranks to plan for (default: the config's pp x dp; pp when dp is -1)")
+                        ->check(CLI::Range(1, 1000000));
 
   GenerateArgs g;
   auto* generate = app.add_subcommand("generate", "sample from a trained model or a Hugging Face one");
@@ -189,7 +193,15 @@ int run_cli(int argc, char** argv) {
   }
   if (*plan) {
     if (!load_or_report(a.config, a.sets, &cfg)) return kExitUsage;
-    return not_landed("plan", "Distributed runtime (#7) and Pipeline (#9)");
+    const int64_t world =
+        world_opt->count() > 0 ? a.world_size : cfg.parallel.pp * std::max<int64_t>(cfg.parallel.dp, 1);
+    StatusOr<TrainingPlan> p = make_training_plan(cfg, world);
+    if (!p.ok()) {
+      std::fprintf(stderr, "strata plan: %s\n", std::string(p.status().message()).c_str());
+      return kExitUsage;
+    }
+    std::printf("%s", format_training_plan(*p).c_str());
+    return kExitOk;
   }
   if (*generate) return run_generate(g);
   if (*eval) return run_eval_command(ev);
