@@ -290,6 +290,13 @@ std::vector<MoeStats> Transformer::moe_stats(const Activations& acts) const {
   return out;
 }
 
+std::vector<MoeStats> Transformer::empty_moe_stats() const {
+  std::vector<MoeStats> out;
+  for (const Block& b : blocks_)
+    if (b.is_moe) out.push_back({b.index, std::vector<int64_t>(static_cast<size_t>(config_.moe.n_experts), 0), 0});
+  return out;
+}
+
 void Transformer::update_router_biases(const std::vector<MoeStats>& global_stats, float gamma) {
   for (const MoeStats& st : global_stats) {
     Block& b = blocks_[static_cast<size_t>(st.block - stage_.first_block)];

@@ -123,6 +123,9 @@ class Transformer {
 
   // Per-MoE-block statistics of the last forward into `acts`.
   std::vector<MoeStats> moe_stats(const Activations& acts) const;
+  // Zero loads for every MoE block of this stage: what a rank that ran no micro-batch contributes
+  // to the step's global expert loads (the same layout moe_stats() returns).
+  std::vector<MoeStats> empty_moe_stats() const;
   // Aux-loss-free balancing step for every sigmoid-scored MoE block, from global loads.
   void update_router_biases(const std::vector<MoeStats>& global_stats, float gamma);
 

@@ -51,6 +51,7 @@ struct GrpoConfig {
   int64_t eval_problems = 64;
   int64_t eval_samples = 4;
   int64_t samples_every = 10;
+  int64_t samples_groups = 2;
 
   template <class V>
   void visit(V& v) {
@@ -89,7 +90,9 @@ struct GrpoConfig {
     v.field("rollout_batch", rollout_batch, "completions decoded together (whole groups)", Range::at_least(1));
     v.field("eval_problems", eval_problems, "held-out problems per evaluation (train.eval_every)", Range::at_least(1));
     v.field("eval_samples", eval_samples, "samples per held-out problem for pass@k (k = this)", Range::at_least(1));
-    v.field("samples_every", samples_every, "write two groups' prompts, completions and rewards to samples.jsonl every N steps; 0 = never",
+    v.field("samples_every", samples_every, "write grpo.samples_groups groups' prompts, completions and rewards to samples.jsonl every N steps; 0 = never",
+            Range::at_least(0));
+    v.field("samples_groups", samples_groups, "groups of the step's batch written each time (the first ones, as one process orders them); 0 = all",
             Range::at_least(0));
   }
   void validate(ConfigChecker& c) const;

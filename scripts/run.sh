@@ -8,19 +8,33 @@
 #      verifier: the model samples its own rollouts and learns which carries to keep.
 #   3. `strata eval` of both on 500 held-out problems (greedy accuracy, and pass@1 / pass@8 from 8
 #      samples), answers scored leniently on the answer alone, so format learning does not count.
-# One process for now; the parallel layouts (issues #7-#9) re-run it over MPI ranks.
+# Training runs data-parallel on RANKS MPI ranks (default 2, one BLAS thread each, through
+# scripts/launch.sh); it gives the single-process result (tests/cli/dp_parity_test.sh). RANKS=1
+# trains in one process with two BLAS threads instead.
 #
 #   scripts/run.sh            # results under runs/quickstart_sft/ and runs/quickstart_grpo/
+#   RANKS=1 scripts/run.sh    # the same in one process
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$root/build}
 "$root/scripts/setup.sh"
 "$root/scripts/build.sh"
 cd "$root"
-export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-2}
+ranks=${RANKS:-2}
+user_threads=${OPENBLAS_NUM_THREADS:-}  # unset: launch.sh gives each rank its share of the cores
 sft=runs/quickstart_sft
 grpo=runs/quickstart_grpo
 
+train() {  # config
+  if [ "$ranks" -gt 1 ]; then
+    local threads=(-u OPENBLAS_NUM_THREADS); [ -n "$user_threads" ] && threads=("OPENBLAS_NUM_THREADS=$user_threads")
+    env "${threads[@]}" BUILD_DIR="$build" MPIRUN_ARGS="${MPIRUN_ARGS:---mca btl self,vader}" \
+      "$root/scripts/launch.sh" -n "$ranks" -- train "$1"
+  else
+    "$build/strata" train "$1"
+  fi
+}
+export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-2}  # evaluation runs in one process
 evaluate() {  # checkpoint, output prefix
   "$build/strata" eval "$1" --task arithmetic --n 500 --out "$2_greedy.jsonl" | tee "$2_greedy.txt"
   "$build/strata" eval "$1" --task arithmetic --n 500 --samples 8 --temperature 1 | tee "$2_sampled.txt"
@@ -28,18 +42,18 @@ evaluate() {  # checkpoint, output prefix
 accuracy() { grep -o 'accuracy [0-9.]*%' "$1" | cut -d' ' -f2; }
 pass() { grep -o "pass@$2 [0-9.]*%" "$1" | cut -d' ' -f2; }
 
-echo "run: 1/3 SFT warm-up (configs/quickstart_sft.yaml; resumes if a previous run stopped)"
+echo "run: 1/3 SFT warm-up (configs/quickstart_sft.yaml on $ranks rank(s); resumes if a previous run stopped)"
 start=$(date +%s)
-"$build/strata" train configs/quickstart_sft.yaml
+train configs/quickstart_sft.yaml
 sft_s=$(( $(date +%s) - start ))
 # The plateau: the last two checkpoints score the same on held-out problems.
 prev=$(ls -d "$sft"/checkpoints/step_* | sort | tail -2 | head -1)
 "$build/strata" eval "$prev" --task arithmetic --n 500 > "$sft/eval_previous.txt"
 evaluate "$sft" "$sft/eval"
 
-echo "run: 2/3 GRPO from the SFT checkpoint (configs/quickstart_grpo.yaml)"
+echo "run: 2/3 GRPO from the SFT checkpoint (configs/quickstart_grpo.yaml on $ranks rank(s))"
 start=$(date +%s)
-"$build/strata" train configs/quickstart_grpo.yaml
+train configs/quickstart_grpo.yaml
 grpo_s=$(( $(date +%s) - start ))
 echo "run: 3/3 evaluating the GRPO model"
 evaluate "$grpo" "$grpo/eval"

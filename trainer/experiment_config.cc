@@ -46,7 +46,15 @@ void ExperimentConfig::validate(ConfigChecker& c) const {
              absl::StrCat("assigns ", total, " blocks but model.n_layers=", model.n_layers), {"model.n_layers"});
     }
   }
-  if (parallel.dp > 0 && data.global_batch_size % (data.micro_batch_size * parallel.dp) != 0) {
+  // GRPO's batch is grpo.prompts_per_step groups, each sampled and trained on one rank.
+  if (train.mode == TrainMode::kGrpo && parallel.dp > 0 && grpo.prompts_per_step % parallel.dp != 0) {
+    c.fail("grpo.prompts_per_step",
+           absl::StrCat(grpo.prompts_per_step, " is not a multiple of dp = ", parallel.dp,
+                        " (each rank samples whole groups)"),
+           {"parallel.dp"});
+  }
+  if (train.mode != TrainMode::kGrpo && parallel.dp > 0 &&
+      data.global_batch_size % (data.micro_batch_size * parallel.dp) != 0) {
     c.fail("data.global_batch_size",
            absl::StrCat(data.global_batch_size, " is not a multiple of micro_batch_size x dp = ",
                         data.micro_batch_size, " x ", parallel.dp),

@@ -191,8 +191,11 @@ struct EvalStats {
   double greedy_accuracy = 0, pass_at_1 = 0, pass_at_k = 0, mean_reward = 0, seconds = 0;
 };
 
+// `problems` are this rank's share of the held-out set (`total` problems over all ranks); the
+// figures are over all of them.
 StatusOr<EvalStats> evaluate(Transformer& model, const Tokenizer& tok, const std::vector<Problem>& problems,
-                             const GrpoConfig& g, const RewardSpec& rewards, uint64_t seed) {
+                             int64_t total, const GrpoConfig& g, const RewardSpec& rewards, uint64_t seed,
+                             const DataParallel& dp) {
   EvalStats e;
   Timer timer;
   RolloutResult stats;
@@ -202,7 +205,6 @@ StatusOr<EvalStats> evaluate(Transformer& model, const Tokenizer& tok, const std
   greedy.sampling.temperature = 0.0f;
   ASSIGN_OR_RETURN(std::vector<Scored> gs, sample_and_score(model, tok, problems, greedy, rewards, seed, -1, &stats));
   for (const Scored& s : gs) e.greedy_accuracy += s.correct;
-  e.greedy_accuracy /= static_cast<double>(gs.size());
   RolloutOptions sampled = rollout_options(g, tok);
   sampled.group_size = g.eval_samples;
   ASSIGN_OR_RETURN(std::vector<Scored> ss, sample_and_score(model, tok, problems, sampled, rewards, seed, -1, &stats));
@@ -213,11 +215,55 @@ StatusOr<EvalStats> evaluate(Transformer& model, const Tokenizer& tok, const std
     c.correct += ss[i].correct;
     e.mean_reward += ss[i].reward.total;
   }
-  e.mean_reward /= static_cast<double>(ss.size());
-  ASSIGN_OR_RETURN(e.pass_at_1, mean_pass_at_k(counts, 1));
-  ASSIGN_OR_RETURN(e.pass_at_k, mean_pass_at_k(counts, g.eval_samples));
+  const double n = static_cast<double>(problems.size());
+  if (!problems.empty()) {  // sums over this rank's problems
+    ASSIGN_OR_RETURN(e.pass_at_1, mean_pass_at_k(counts, 1));
+    ASSIGN_OR_RETURN(e.pass_at_k, mean_pass_at_k(counts, g.eval_samples));
+    e.pass_at_1 *= n;
+    e.pass_at_k *= n;
+  }
+  double sums[4] = {e.greedy_accuracy, e.pass_at_1, e.pass_at_k, e.mean_reward};
+  RETURN_IF_ERROR(dp.sum(sums, 4));
+  const double all = static_cast<double>(std::max<int64_t>(total, 1));
+  e.greedy_accuracy = sums[0] / all;
+  e.pass_at_1 = sums[1] / all;
+  e.pass_at_k = sums[2] / all;
+  e.mean_reward = sums[3] / (all * static_cast<double>(g.eval_samples));
   e.seconds = timer.seconds();
   return e;
+}
+
+// Rank 0 receives every rank's (slot, line) pairs and orders them by slot (stably: a group's
+// lines keep their order); the other ranks send theirs and keep none.
+Status gather_lines(const DataParallel& dp, std::vector<std::pair<int64_t, std::string>>& lines) {
+  if (!dp.comm) return OkStatus();
+  constexpr int kTagCount = 31, kTagText = 32;
+  auto pack = [](const std::vector<std::pair<int64_t, std::string>>& in) {
+    std::string out;
+    for (const auto& [slot, line] : in) out += absl::StrCat(slot, " ", line, "\n");
+    return out;
+  };
+  if (dp.rank != 0) {
+    const std::string text = pack(lines);
+    const int64_t n = static_cast<int64_t>(text.size());
+    RETURN_IF_ERROR(dp.comm->send(&n, sizeof n, 0, kTagCount));
+    if (n > 0) RETURN_IF_ERROR(dp.comm->send(text.data(), n, 0, kTagText));
+    lines.clear();
+    return OkStatus();
+  }
+  for (int src = 1; src < dp.size; ++src) {
+    int64_t n = 0;
+    RETURN_IF_ERROR(dp.comm->recv(&n, sizeof n, src, kTagCount));
+    std::string text(static_cast<size_t>(n), '\0');
+    if (n > 0) RETURN_IF_ERROR(dp.comm->recv(text.data(), n, src, kTagText));
+    for (size_t at = 0; at < text.size();) {
+      const size_t space = text.find(' ', at), end = text.find('\n', at);
+      lines.emplace_back(std::stoll(text.substr(at, space - at)), text.substr(space + 1, end - space - 1));
+      at = end + 1;
+    }
+  }
+  std::stable_sort(lines.begin(), lines.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  return OkStatus();
 }
 
 void copy_weights(const Transformer& from, Transformer& to) {
@@ -234,10 +280,11 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
   const TrainConfig& tc = config.train;
   const GrpoConfig& g = config.grpo;
   RETURN_IF_ERROR(refuse_unlanded(config));
-  {
-    ASSIGN_OR_RETURN(DataParallel dp, DataParallel::join(config));
-    if (dp.size > 1) return absl::UnimplementedError("GRPO over several ranks lands with issues #7-#9");
-  }
+  // Data parallelism: rank r owns the groups of the prompts at positions r, r + dp, ... of every
+  // sampling round (a group's G samples stay on one rank, scored there, `command` rewards
+  // included). Rewards are shared so every rank selects the same groups, in the order one process
+  // would, and computes the same advantages; the loss divides by global counts.
+  ASSIGN_OR_RETURN(DataParallel dp, DataParallel::join(config));
   ASSIGN_OR_RETURN(const std::string run_dir, open_run_dir(config));
 
   ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, load_run_tokenizer(config));
@@ -247,12 +294,13 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
   const bool r1 = config.data.r1_template;
 
   // Held-out problems, fixed for the run.
-  std::vector<Problem> eval_problems;
+  std::vector<Problem> eval_problems;  // this rank's share
+  int64_t eval_total = 0;
   {
     auto el = DataLoader::create(config.data, *tok, seed, Split::kEval);
     if (el.ok()) {
-      const int64_t n = std::min<int64_t>(g.eval_problems, (*el)->size());
-      for (int64_t i = 0; i < n; ++i) {
+      eval_total = std::min<int64_t>(g.eval_problems, (*el)->size());
+      for (int64_t i = dp.rank; i < eval_total; i += dp.size) {
         ASSIGN_OR_RETURN(Problem p, make_problem(**el, i, i, *tok, r1));
         eval_problems.push_back(std::move(p));
       }
@@ -263,7 +311,7 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
 
   Transformer model(config.model, config.precision);
   RETURN_IF_ERROR(init_model_weights(model, config.model, seed));
-  DistributedOptimizer optimizer(config.optim, config.parallel, optimizer_tensors(model, config.optim), nullptr);
+  DistributedOptimizer optimizer(config.optim, config.parallel, optimizer_tensors(model, config.optim), dp.comm.get());
   const std::vector<LinearGemm*> gemms = model.linear_gemms();
   const bool fp8_delayed =
       config.precision.mode == PrecisionMode::kFp8 && config.precision.fp8.recipe == Fp8Recipe::kTensorwiseDelayed;
@@ -305,9 +353,9 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
   }
 
   MetricsWriter metrics;
-  if (config.log.metrics_jsonl) metrics.open((fs::path(run_dir) / "metrics.jsonl").string(), start);
+  if (config.log.metrics_jsonl && dp.rank == 0) metrics.open((fs::path(run_dir) / "metrics.jsonl").string(), start);
   std::ofstream samples_out;
-  if (g.samples_every > 0) samples_out.open(fs::path(run_dir) / "samples.jsonl", start > 0 ? std::ios::app : std::ios::trunc);
+  if (g.samples_every > 0 && dp.rank == 0) samples_out.open(fs::path(run_dir) / "samples.jsonl", start > 0 ? std::ios::app : std::ios::trunc);
   const double peak = measure_sgemm_peak_flops();
   const int64_t V = config.model.vocab_size, mb_rows = config.data.micro_batch_size;
   const float logit_scale = static_cast<float>(1.0 / g.temperature);
@@ -317,7 +365,7 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
     CheckpointMeta meta;
     meta.step = step;
     meta.config_yaml = experiment_config_to_yaml(config);
-    meta.layout = {{"world", 1}, {"dp", 1}, {"pp", 1}, {"ep", 1}};
+    meta.layout = {{"world", dp.size}, {"dp", dp.size}, {"pp", 1}, {"ep", 1}, {"zero", optimizer.sharded() ? 1 : 0}};
     meta.trainer_state = {{"step", step},
                           {"prompt_cursor", cursor},
                           {"optimizer_step", optimizer.step_count()},
@@ -328,14 +376,14 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
     std::vector<Fp8StateTensor> fp8_state;
     Timer t;
     RETURN_IF_ERROR(save_checkpoint(checkpoint_root_of(config), meta,
-                                    run_checkpoint_tensors(model, optimizer, fp8_state, extra, DataParallel{}),
-                                    config.checkpoint.keep_last));
+                                    run_checkpoint_tensors(model, optimizer, fp8_state, extra, dp),
+                                    config.checkpoint.keep_last, nullptr, dp.comm.get()));
     LOG(INFO) << absl::StrFormat("checkpoint step %d saved in %.2fs", step, t.seconds());
     return OkStatus();
   };
   auto run_eval = [&](int64_t done) -> Status {
-    if (eval_problems.empty()) return OkStatus();
-    ASSIGN_OR_RETURN(EvalStats e, evaluate(model, *tok, eval_problems, g, rewards, seed));
+    if (eval_total == 0) return OkStatus();
+    ASSIGN_OR_RETURN(EvalStats e, evaluate(model, *tok, eval_problems, eval_total, g, rewards, seed, dp));
     MetricRecord r;
     r.kind = "eval";
     r.step = done;
@@ -358,54 +406,73 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
     // ---- rollouts, rewards, dynamic sampling ----
     std::vector<Problem> problems;  // owns the problems the samples point to (stable: reserved)
     problems.reserve(static_cast<size_t>(g.prompts_per_step * g.max_sampling_rounds));
-    std::vector<Scored> batch;
+    std::vector<Scored> batch;    // this rank's groups of the step's batch
+    std::vector<int64_t> batch_slot;  // per local group: its position among the batch's groups
+    std::vector<double> rs;       // every rank's: the batch's rewards, group-major, in global order
     RolloutResult rstats;
+    const int64_t G = g.group_size, P = g.prompts_per_step;
     int64_t groups_seen = 0, zero_spread = 0, rounds = 0;
     const int64_t rounds_max = g.dynamic_sampling ? g.max_sampling_rounds : 1;
-    while (rounds < rounds_max && static_cast<int64_t>(batch.size()) < g.prompts_per_step * g.group_size) {
-      std::vector<int64_t> ids = loader->sample_ids(cursor, g.prompts_per_step);
+    while (rounds < rounds_max && static_cast<int64_t>(rs.size()) < P * G) {
+      std::vector<int64_t> ids = loader->sample_ids(cursor, P);
       const size_t first_new = problems.size();
-      for (int64_t i = 0; i < g.prompts_per_step; ++i) {
+      std::vector<int64_t> owned;  // positions in the round of this rank's prompts
+      for (int64_t i = dp.rank; i < P; i += dp.size) {
         ASSIGN_OR_RETURN(Problem p, make_problem(*loader, ids[i], cursor + i, *tok, r1));
         problems.push_back(std::move(p));
+        owned.push_back(i);
       }
-      cursor += g.prompts_per_step;
+      cursor += P;
       std::vector<Problem> round(problems.begin() + static_cast<std::ptrdiff_t>(first_new), problems.end());
       ASSIGN_OR_RETURN(std::vector<Scored> scored,
                        sample_and_score(model, *tok, round, ropts, rewards, seed, step * 64 + rounds, &rstats));
       for (size_t k = 0; k < scored.size(); ++k)  // point at the stable copies
-        scored[k].problem = &problems[first_new + k / static_cast<size_t>(g.group_size)];
-      for (size_t gi = 0; gi < scored.size(); gi += static_cast<size_t>(g.group_size)) {
+        scored[k].problem = &problems[first_new + k / static_cast<size_t>(G)];
+      // Every group's rewards on every rank, so all select the same groups.
+      std::vector<double> round_rewards(static_cast<size_t>(P * G), 0.0);
+      for (size_t j = 0; j < owned.size(); ++j)
+        for (int64_t k = 0; k < G; ++k) round_rewards[owned[j] * G + k] = scored[j * G + k].reward.total;
+      RETURN_IF_ERROR(dp.sum(round_rewards.data(), P * G));
+      for (int64_t gi = 0; gi < P; ++gi) {
         ++groups_seen;
         bool equal = true;
-        for (int64_t k = 1; k < g.group_size; ++k) equal = equal && scored[gi + k].reward.total == scored[gi].reward.total;
+        for (int64_t k = 1; k < G; ++k) equal = equal && round_rewards[gi * G + k] == round_rewards[gi * G];
         zero_spread += equal;
         if (g.dynamic_sampling && equal) continue;
-        if (static_cast<int64_t>(batch.size()) >= g.prompts_per_step * g.group_size) break;
-        for (int64_t k = 0; k < g.group_size; ++k) batch.push_back(scored[gi + k]);
+        if (static_cast<int64_t>(rs.size()) >= P * G) break;
+        if (gi % dp.size == dp.rank) {
+          const size_t j = static_cast<size_t>(gi / dp.size);
+          for (int64_t k = 0; k < G; ++k) batch.push_back(scored[j * G + k]);
+          batch_slot.push_back(static_cast<int64_t>(rs.size()) / G);
+        }
+        rs.insert(rs.end(), round_rewards.begin() + gi * G, round_rewards.begin() + (gi + 1) * G);
       }
       ++rounds;
     }
 
-    // ---- advantages and global denominators ----
-    std::vector<double> rs;
-    for (const Scored& s : batch) rs.push_back(s.reward.total);
-    const std::vector<double> adv = grpo_advantages(rs, g.group_size, g.scale_rewards);
+    // ---- advantages (identical on every rank) and global denominators ----
+    const std::vector<double> adv = grpo_advantages(rs, G, g.scale_rewards);
+    for (size_t i = 0; i < batch.size(); ++i) batch[i].advantage = adv[static_cast<size_t>(batch_slot[i / static_cast<size_t>(G)] * G) + i % static_cast<size_t>(G)];
     GrpoDenominators den;
-    den.sequences = static_cast<double>(std::max<size_t>(batch.size(), 1));
+    den.sequences = static_cast<double>(std::max<size_t>(rs.size(), 1));
     den.max_completion_length = static_cast<double>(g.max_new_tokens);
-    double completion_tokens = 0, prompt_tokens = 0, masked_tokens = 0;
-    int64_t truncated = 0, correct = 0;
-    for (size_t i = 0; i < batch.size(); ++i) {
-      batch[i].advantage = adv[i];
-      const double n = static_cast<double>(batch[i].sample.completion.size());
-      completion_tokens += n;
-      prompt_tokens += static_cast<double>(batch[i].sample.prompt.size());
-      truncated += batch[i].sample.truncated;
-      correct += batch[i].correct;
-      if (!(g.overlong_filter && batch[i].sample.truncated)) masked_tokens += n;
+    // Sums over the batch: completion, prompt and masked-in tokens, truncated, correct, then each
+    // reward term.
+    const std::vector<std::string> terms = rewards.names();
+    std::vector<double> sums(5 + terms.size(), 0.0);
+    for (const Scored& s : batch) {
+      const double n = static_cast<double>(s.sample.completion.size());
+      sums[0] += n;
+      sums[1] += static_cast<double>(s.sample.prompt.size());
+      if (!(g.overlong_filter && s.sample.truncated)) sums[2] += n;
+      sums[3] += s.sample.truncated;
+      sums[4] += s.correct;
+      for (size_t c = 0; c < s.reward.components.size() && c < terms.size(); ++c) sums[5 + c] += s.reward.components[c].value;
     }
-    den.tokens = std::max(masked_tokens, 1.0);
+    RETURN_IF_ERROR(dp.sum(sums.data(), static_cast<int64_t>(sums.size())));
+    const double completion_tokens = sums[0], prompt_tokens = sums[1];
+    const double truncated = sums[3], correct = sums[4];
+    den.tokens = std::max(sums[2], 1.0);
 
     std::vector<MicroBatch> micro;
     for (int64_t b = 0; b < static_cast<int64_t>(batch.size()); b += mb_rows) {
@@ -433,26 +500,25 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
     double trained_tokens = 0;
     bool bad = false;
     std::string bad_what;
-    std::vector<MoeStats> loads;
+    std::vector<MoeStats> loads = model.empty_moe_stats();
     const double lr = lr_at(config.optim, step, tc.steps);
-    for (int64_t it = 0; it < g.num_iterations && !batch.empty(); ++it) {
+    // Every rank takes part in every update, also one whose groups were all filtered out.
+    double global_micro = static_cast<double>(micro.size());
+    RETURN_IF_ERROR(dp.sum(&global_micro, 1));
+    for (int64_t it = 0; it < g.num_iterations && !rs.empty(); ++it) {
       optimizer.zero_grads();
       fp8_reset_step(gemms);  // amaxes of this update only (not rollouts or re-scoring forwards)
       double it_loss = 0;
       for (size_t mi = 0; mi < micro.size(); ++mi) {
         const MicroBatch& m = micro[mi];
         Activations acts;
-        model.forward(m.batch, acts, 1.0, nullptr, nullptr, 1.0 / static_cast<double>(micro.size()));  // CE unused
+        model.forward(m.batch, acts, 1.0, nullptr, nullptr, 1.0 / global_micro);  // CE unused
         it_loss += acts.aux_loss;
         if (it == 0) {
           entropy += entropy_sum(acts, m.batch, V, &entropy_count);
           std::vector<MoeStats> s = model.moe_stats(acts);
-          if (loads.empty()) {
-            loads = s;
-          } else {
-            for (size_t i = 0; i < s.size(); ++i)
-              for (size_t e = 0; e < s[i].load.size(); ++e) loads[i].load[e] += s[i].load[e];
-          }
+          for (size_t i = 0; i < s.size(); ++i)
+            for (size_t e = 0; e < s[i].load.size(); ++e) loads[i].load[e] += s[i].load[e];
         }
         GrpoPiece piece;
         piece.offsets.push_back(0);
@@ -497,13 +563,35 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
       }
       grad_norm = update.grad_norm;
       model.mark_weights_changed();
-      if (fp8_delayed) fp8_commit_amax(gemms, fp8_pending_amax(gemms));
+      if (fp8_delayed) {  // the max over ranks, as one process would see over all micro-batches
+        std::vector<float> amax = fp8_pending_amax(gemms);
+        if (dp.comm) RETURN_IF_ERROR(dp.comm->all_reduce(amax.data(), static_cast<int64_t>(amax.size()), ReduceOp::kMax));
+        fp8_commit_amax(gemms, amax);
+      }
+    }
+    // The first update's loss and statistics over all ranks; expert loads over the global batch.
+    {
+      std::vector<double> st = {loss, kl_sum, ratio_sum, entropy, static_cast<double>(entropy_count),
+                                static_cast<double>(clip_low + clip_high), static_cast<double>(loss_tokens),
+                                static_cast<double>(rstats.new_tokens)};
+      for (const MoeStats& m : loads)
+        for (int64_t l : m.load) st.push_back(static_cast<double>(l));
+      RETURN_IF_ERROR(dp.sum(st.data(), static_cast<int64_t>(st.size())));
+      loss = st[0], kl_sum = st[1], ratio_sum = st[2], entropy = st[3];
+      entropy_count = static_cast<int64_t>(st[4]);
+      clip_low = static_cast<int64_t>(st[5]), clip_high = 0;
+      loss_tokens = static_cast<int64_t>(st[6]);
+      rstats.new_tokens = static_cast<int64_t>(st[7]);
+      size_t k = 8;
+      for (MoeStats& m : loads)
+        for (int64_t& l : m.load) l = static_cast<int64_t>(st[k++]);
+      if (dp.comm) RETURN_IF_ERROR(dp.comm->all_reduce(&rstats.seconds, 1, ReduceOp::kMax));
     }
     if (bad) {
       LOG(WARN) << "step " << step << ": " << bad_what
                 << (tc.nan_policy == NanPolicy::kSkip ? "; skipping the update" : "; stopping (train.nan_policy: stop)");
       if (tc.nan_policy == NanPolicy::kStop) return absl::AbortedError(absl::StrCat("step ", step, ": ", bad_what));
-    } else if (config.model.moe.bias_update_rate > 0 && !loads.empty()) {
+    } else if (config.model.moe.bias_update_rate > 0 && !loads.empty() && !rs.empty()) {
       model.update_router_biases(loads, static_cast<float>(config.model.moe.bias_update_rate));
     }
     const int64_t done = step + 1;
@@ -516,8 +604,8 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
       for (double r : rs) mean += r;
       mean /= std::max<double>(rs.size(), 1);
       for (double r : rs) var += (r - mean) * (r - mean);
-      const double n = static_cast<double>(batch.size());
-      const double S = batch.empty() ? 1.0 : (prompt_tokens + completion_tokens) / n;
+      const double n = static_cast<double>(rs.size());
+      const double S = rs.empty() ? 1.0 : (prompt_tokens + completion_tokens) / n;
       const double flops = g.num_iterations * train_flops_per_token(config.model, static_cast<int64_t>(S)) *
                                (prompt_tokens + completion_tokens) +
                            forward_flops_per_token(config.model, static_cast<int64_t>(S)) *
@@ -528,11 +616,7 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
       r.add("reward", mean);
       r.add("reward_std", n > 1 ? std::sqrt(var / (n - 1)) : 0.0);
       r.add("accuracy", n > 0 ? correct / n : 0.0);
-      for (size_t c = 0; !batch.empty() && c < batch[0].reward.components.size(); ++c) {
-        double sum = 0;
-        for (const Scored& s : batch) sum += s.reward.components[c].value;
-        r.add("reward_" + batch[0].reward.components[c].name, sum / n);
-      }
+      for (size_t c = 0; n > 0 && c < terms.size(); ++c) r.add("reward_" + terms[c], sums[5 + c] / n);
       r.add("zero_spread", groups_seen > 0 ? static_cast<double>(zero_spread) / groups_seen : 0.0);
       if (g.dynamic_sampling) r.add("sampling_rounds", static_cast<double>(rounds));
       r.add("completion_len", n > 0 ? completion_tokens / n : 0.0);
@@ -546,14 +630,20 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
       r.add("rollout_tok_s", rstats.tokens_per_s());
       r.add("rollout_s", rstats.seconds);
       r.add("step_s", secs);
-      r.add("mfu", flops / secs / peak);
+      r.add("mfu", flops / secs / (peak * dp.size));  // every rank's share of the work against its own peak
       r.add("memory_gb", resident_memory_bytes() / 1e9);
+      if (dp.comm) r.add("comm_s", optimizer.comm_seconds());
       if (bad) r.add("skipped", 1.0);
       LOG(INFO) << format_metric_line(r);
       metrics.write(r);
     }
-    if (samples_out.is_open() && g.samples_every > 0 && done % g.samples_every == 0) {
-      for (size_t i = 0; i < batch.size() && i < static_cast<size_t>(2 * g.group_size); ++i) {
+    if (g.samples_every > 0 && done % g.samples_every == 0) {
+      // The first samples_groups groups of the batch, from whichever rank holds them, written by
+      // rank 0 in the order one process has them.
+      std::vector<std::pair<int64_t, std::string>> lines;  // (slot, JSON line)
+      for (size_t i = 0; i < batch.size(); ++i) {
+        const int64_t slot = batch_slot[i / static_cast<size_t>(G)];
+        if (g.samples_groups > 0 && slot >= g.samples_groups) continue;
         const Scored& s = batch[i];
         nlohmann::json comps = nlohmann::json::object();
         for (const RewardComponent& c : s.reward.components) comps[c.name] = c.value;
@@ -567,9 +657,13 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
                             {"advantage", s.advantage},
                             {"correct", s.correct},
                             {"truncated", s.sample.truncated}};
-        samples_out << j.dump() << "\n";
+        lines.emplace_back(slot, j.dump());
       }
-      samples_out.flush();
+      RETURN_IF_ERROR(gather_lines(dp, lines));
+      if (samples_out.is_open()) {
+        for (const auto& [slot, line] : lines) samples_out << line << "\n";
+        samples_out.flush();
+      }
     }
     const bool last = done == tc.steps;
     if ((tc.eval_every > 0 && done % tc.eval_every == 0) || last) RETURN_IF_ERROR(run_eval(done));

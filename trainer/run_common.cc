@@ -71,7 +71,13 @@ StatusOr<DataParallel> DataParallel::join(const ExperimentConfig& c) {
   }
   ASSIGN_OR_RETURN(ParallelDims dims, ParallelDims::make(c.parallel, world));
   const int64_t per_rank = c.data.micro_batch_size * dims.dp();
-  if (c.data.global_batch_size % per_rank != 0) {
+  if (c.train.mode == TrainMode::kGrpo) {  // GRPO's batch: grpo.prompts_per_step groups, whole on one rank each
+    if (c.grpo.prompts_per_step % dims.dp() != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("grpo.prompts_per_step: ", c.grpo.prompts_per_step,
+                                                     " is not a multiple of dp = ", dims.dp(),
+                                                     " (each rank samples whole groups)"));
+    }
+  } else if (c.data.global_batch_size % per_rank != 0) {
     return absl::InvalidArgumentError(absl::StrCat("data.global_batch_size: ", c.data.global_batch_size,
                                                    " is not a multiple of micro_batch_size x dp = ",
                                                    c.data.micro_batch_size, " x ", dims.dp()));

@@ -134,7 +134,7 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
     fp8_reset_step(gemms);  // eval forwards since the last step recorded amaxes too
     double loss = 0.0, aux = 0.0;
     int64_t act_bytes = 0;
-    std::vector<MoeStats> loads;
+    std::vector<MoeStats> loads = model.empty_moe_stats();
     // Data parallelism: this rank's share of the micro-batches. The backward of its last one
     // starts the gradient reductions layer by layer.
     std::vector<int64_t> mine;
@@ -146,13 +146,9 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
       act_bytes = std::max(act_bytes, activation_bytes(acts));
       aux += acts.aux_loss;
       std::vector<MoeStats> s = model.moe_stats(acts);
-      if (loads.empty()) {
-        loads = s;
-      } else {
-        for (size_t i = 0; i < s.size(); ++i) {
-          for (size_t e = 0; e < s[i].load.size(); ++e) loads[i].load[e] += s[i].load[e];
-          loads[i].dropped += s[i].dropped;
-        }
+      for (size_t i = 0; i < s.size(); ++i) {
+        for (size_t e = 0; e < s[i].load.size(); ++e) loads[i].load[e] += s[i].load[e];
+        loads[i].dropped += s[i].dropped;
       }
       backward_micro_batch(model, acts, optimizer, m == mine.back());
     }

@@ -57,7 +57,16 @@ expect "grpo layout not landed" 3 "pipeline and expert parallelism .* land with 
   "$STRATA" train configs/tiny_moe_grpo_countdown.yaml
 expect "tensorboard not written yet" 3 "log.tensorboard: TensorBoard event files are not written yet" \
   "$STRATA" train configs/tiny_dense.yaml --set log.tensorboard=true
-expect "plan not landed" 3 "not available yet" "$STRATA" plan configs/tiny_dense.yaml
+# strata plan: layout, per-rank memory and communication from the config alone; bad layouts exit 2.
+expect "plan dp=2" 0 "world 2 = pp 1 x dp 2" "$STRATA" plan configs/tiny_dense.yaml --world 2 --set parallel.dp=2
+expect "plan memory figures" 0 "allocator peak +[0-9]+\.[0-9]+ MB" \
+  "$STRATA" plan configs/tiny_dense.yaml --world 2 --set parallel.dp=2
+expect "plan comm volume" 0 "gradient all-reduce +[0-9.]+ [KMG]?B" \
+  "$STRATA" plan configs/tiny_dense.yaml --world 2 --set parallel.dp=2
+expect "plan bad --world" 2 "^strata plan: parallel.dp: pp x dp = 1 x 2 = 2 ranks, but the job has 3" \
+  "$STRATA" plan configs/tiny_dense.yaml --world 3 --set parallel.dp=2
+one_line "plan --world 0" "$STRATA" plan configs/tiny_dense.yaml --world 0
+expect "plan missing config" 2 "nope.yaml: cannot open config file" "$STRATA" plan nope.yaml
 expect "export not landed" 3 "not available yet" "$STRATA" export ckpt --out x
 expect "train --dry-run" 0 "^train:" "$STRATA" train configs/tiny_moe_sft.yaml --dry-run --set optim.lr=0.01
 expect "generate without a checkpoint" 2 "nope" "$STRATA" generate nope --prompt-ids 1

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# GRPO under data parallelism (DESIGN.md's layout invariant): at dp = 2 the ranks sample disjoint
+# groups, yet the rollouts (every group, written in one process's order: grpo.samples_groups 0)
+# and the first GRPO step equal one process's: the same samples.jsonl for step 1, the step's
+# gradient norm and the weights after it within 4x the noise floor (one process at micro-batches of 16, 8 and 4:
+# same maths, another summation order). The rewards come from a `command` (so advantages are not
+# all zero on a random model), which must run on both ranks (the ones holding the rollouts), once
+# per rank. A frozen reference (beta > 0) and two iterations per step exercise the global
+# denominators, the KL and the ratio; the held-out evaluation is split over the ranks and gives
+# one process's figures. Then the dp = 2 checkpoint resumes in one process.
+set -u
+root=${1:?repository root}
+cd "$root" || exit 1
+tmp=${KEEP_TMP:-$(mktemp -d)}; [ -n "${KEEP_TMP:-}" ] || trap 'rm -rf "$tmp"' EXIT
+# Reward: the input line's length mod 7, in tenths, logged with the rank that scored it.
+cat > "$tmp/reward.sh" <<'EOF'
+#!/bin/bash
+echo "${OMPI_COMM_WORLD_RANK:-single}" >> "$REWARD_LOG"
+while IFS= read -r line; do echo "{\"reward\": 0.$(( ${#line} % 7 ))}"; done
+EOF
+chmod +x "$tmp/reward.sh"
+common=(configs/tiny_dense.yaml --set train.mode=grpo --set train.steps=3 --set checkpoint.every=1
+        --set checkpoint.keep_last=0 --set log.every=1 --set "train.out_dir=$tmp" --set train.eval_every=3
+        --set grpo.group_size=4 --set grpo.prompts_per_step=4 --set grpo.max_new_tokens=12
+        --set grpo.samples_every=1 --set grpo.samples_groups=0 --set grpo.eval_problems=6 --set grpo.eval_samples=2
+        --set "grpo.rewards={command: 1.0, format: 0.1}" --set "grpo.reward_command=$tmp/reward.sh"
+        --set grpo.beta=0.04 --set grpo.num_iterations=2 --set optim.lr=0.01 --set data.global_batch_size=16)
+fail=0; pass=0
+check() { if eval "$2"; then pass=$((pass + 1)); else echo "FAIL: $1"; fail=$((fail + 1)); fi; }
+run() {  # run NAME RANKS [args...] (RANKS 0: no mpirun)
+  local name=$1 ranks=$2; shift 2
+  local launcher=(); [ "$ranks" -gt 0 ] && launcher=(mpirun -np "$ranks")
+  REWARD_LOG=$tmp/$name.rewards timeout 300 "${launcher[@]}" "$STRATA" train "${common[@]}" --set "train.name=$name" "$@" \
+    > "$tmp/$name.log" 2>&1 || { echo "run $name failed:"; cat "$tmp/$name.log"; exit 1; }
+}
+# The first step's gradient norm (its loss is ~0 by construction: ratio 1, advantages of zero mean).
+step_gnorm() { grep '"kind":"train"' "$tmp/$1/metrics.jsonl" | grep "\"step\":$2[,}]" | sed -E 's/.*"grad_norm":([^,}]*).*/\1/'; }
+rel() { awk -v a="$1" -v b="$2" 'BEGIN { d = a - b; if (d < 0) d = -d; s = (a < 0 ? -a : a); printf "%.6e\n", (s > 0 ? d / s : d) }'; }
+max() { awk -v a="$1" -v b="$2" 'BEGIN { print (a > b ? a : b) }'; }
+le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; }
+weight_rel() { python3 "$root/tests/cli/ckpt_compare.py" "$tmp/$1/checkpoints/step_000001" "$tmp/$2/checkpoints/step_000001" | tail -1 | cut -d' ' -f2; }
+step1() { grep '"step":1,' "$tmp/$1/samples.jsonl"; }
+
+run one 0 --set data.micro_batch_size=4
+run mb8 0 --set data.micro_batch_size=8
+run mb16 0 --set data.micro_batch_size=16
+run two 2 --set data.micro_batch_size=4
+floor_g=0; floor_w=0
+for pair in "one mb8" "one mb16" "mb8 mb16"; do
+  read -r a b <<< "$pair"
+  floor_g=$(max "$floor_g" "$(rel "$(step_gnorm "$a" 1)" "$(step_gnorm "$b" 1)")")
+  floor_w=$(max "$floor_w" "$(weight_rel "$a" "$b")")
+done
+l=$(rel "$(step_gnorm one 1)" "$(step_gnorm two 1)"); w=$(weight_rel one two)
+echo "noise floor of the first step: grad norm $floor_g, weights $floor_w; dp=2: grad norm $l, weights $w"
+echo "first step grad norm: $(step_gnorm one 1) (one process), $(step_gnorm two 1) (dp=2)"
+
+check "the first step learns something (non-zero gradient)" "awk -v x=$(step_gnorm one 1) 'BEGIN { exit !(x != 0) }'"
+check "dp=2 rollouts of step 1 equal one process's ($(step1 two | wc -l) samples)" \
+  "[ \$(step1 one | wc -l) -eq 16 ] && [ \"\$(step1 one)\" = \"\$(step1 two)\" ]"
+check "dp=2 first-step gradient norm within 4x the floor ($l)" "le $l \$(awk -v f=$floor_g 'BEGIN { print 4 * f }')"
+check "dp=2 weights after the first step within 4x the floor ($w)" "le $w \$(awk -v f=$floor_w 'BEGIN { print 4 * f }')"
+check "the reward command ran once on each of the two ranks" \
+  "[ \"\$(sort $tmp/two.rewards | tr '\n' ' ')\" = '0 1 ' ]"
+e1=$(grep '"kind":"eval"' "$tmp/one/metrics.jsonl" | tail -1 | sed -E 's/.*"eval_reward":([^,}]*).*/\1/')
+e2=$(grep '"kind":"eval"' "$tmp/two/metrics.jsonl" | tail -1 | sed -E 's/.*"eval_reward":([^,}]*).*/\1/')
+check "the held-out evaluation split over ranks gives one process's mean reward ($e1 vs $e2)" "le \$(rel $e1 $e2) 1e-3"
+check "rank 0 alone prints the step lines" "[ \$(grep -c '^step' $tmp/two.log) -eq 3 ]"
+# The dp = 2 run's step-1 checkpoint continues in one process.
+run resumed 0 --set data.micro_batch_size=4 --resume "$tmp/two/checkpoints/step_000001"
+check "the dp=2 checkpoint resumes in one process at step 1" "grep -q 'at step 1' $tmp/resumed.log"
+check "... and continues with 2 more steps" "[ \$(grep -c '\"kind\":\"train\"' $tmp/resumed/metrics.jsonl) -eq 2 ]"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
