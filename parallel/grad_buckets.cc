@@ -64,6 +64,7 @@ void GradBuckets::zero() {
   }
   next_to_start_ = 0;
   started_early_ = 0;
+  ready_total_ = 0;
 }
 
 void GradBuckets::mark_ready(const float* grad) {
@@ -72,6 +73,7 @@ void GradBuckets::mark_ready(const float* grad) {
   Bucket& b = buckets_[where_[it->second].first];
   CHECK_LT(b.ready, static_cast<int64_t>(b.count)) << "a gradient was marked ready twice in one round";
   ++b.ready;
+  ++ready_total_;
   start_ready_prefix();
   poll();
 }
@@ -93,7 +95,8 @@ void GradBuckets::start(Bucket& b) {
     b.inflight = comm_->ireduce_scatter(b.buffer.f32(), b.shard.f32(), n / comm_->size(), ReduceOp::kSum);
   }
   b.started = true;
-  if (!finishing_) ++started_early_;
+  // Overlapped: the backward still has gradients to produce when this reduction starts.
+  if (!finishing_ && ready_total_ < static_cast<int64_t>(where_.size())) ++started_early_;
 }
 
 void GradBuckets::poll() {

@@ -62,7 +62,8 @@ class GradBuckets {
   const std::vector<Bucket>& buckets() const { return buckets_; }
   std::vector<Bucket>& buckets() { return buckets_; }
   Mode mode() const { return mode_; }
-  // Bucket reductions started before finish() was called (overlapped with backward), last round.
+  // Bucket reductions started while some gradient was not yet marked ready, i.e. while the
+  // backward was still running (overlapped with it), last round. The last bucket to fill never is.
   int64_t started_early() const { return started_early_; }
 
  private:
@@ -76,6 +77,7 @@ class GradBuckets {
   std::vector<std::pair<const float*, size_t>> by_data_;  // sorted (grad data pointer, tensor)
   size_t next_to_start_ = 0;
   int64_t started_early_ = 0;
+  int64_t ready_total_ = 0;  // tensors marked ready this round
   bool finishing_ = false;
 };
 

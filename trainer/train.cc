@@ -210,7 +210,7 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
       r.add("lr", lr);
       r.add("grad_norm", grad_norm);
       r.add("tokens_per_s", tps);
-      r.add("mfu", tps * flops_per_token / peak);
+      r.add("mfu", tps * flops_per_token / (peak * dp.size));  // the job's tokens against every rank's peak
       r.add("step_s", step_timer.seconds());
       r.add("memory_gb", resident_memory_bytes() / 1e9);
       r.add("tensor_peak_mb", tensor_memory_stats().peak_bytes / 1e6);

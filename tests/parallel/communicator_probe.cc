@@ -1,7 +1,8 @@
 // Runs under mpirun (tests/parallel/communicator_test.sh). Mode "collectives" checks every call
 // of the MPI Communicator on 3 or 4 ranks against values each rank can compute alone and prints
 // "collectives ok" per rank; mode "hang" makes the last rank skip a collective so the others time
-// out, and rank 0's message must name the collective and the missing rank.
+// out, and rank 0's message must name the collective and the missing rank. Mode "buckets" checks
+// GradBuckets (parallel/grad_buckets.h) in both modes and prints "buckets ok" per rank.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -11,6 +12,7 @@
 
 #include "core/check.h"
 #include "parallel/communicator.h"
+#include "parallel/grad_buckets.h"
 #include "parallel/mpi_env.h"
 
 using namespace strata;
@@ -73,6 +75,62 @@ void collectives(Communicator& world) {
   std::printf("rank %d: collectives ok\n", r);
 }
 
+// Five gradients of awkward sizes, with rank-dependent values, in buckets of ~100 floats: the
+// views replace the tensors, buckets start strictly in order as their tensors are marked ready,
+// and finish() leaves the sum over ranks (all-reduce) or this rank's shard of it (reduce-scatter).
+void buckets(Communicator& world) {
+  const int r = world.rank(), n = world.size();
+  const std::vector<int64_t> sizes = {70, 33, 5, 120, 1};  // buckets: {70, 33}, {5, 120}, {1}
+  for (auto mode : {GradBuckets::Mode::kAllReduce, GradBuckets::Mode::kReduceScatter}) {
+    std::vector<Tensor> grads;
+    for (int64_t s : sizes) grads.push_back(Tensor::zeros({s}, DType::kF32));
+    std::vector<Tensor*> ptrs;
+    for (Tensor& g : grads) ptrs.push_back(&g);
+    GradBuckets gb(ptrs, 100 * sizeof(float), &world, mode);
+    const auto& bs = gb.buckets();
+    expect(bs.size() == 3 && bs[0].count == 2 && bs[1].count == 2 && bs[2].count == 1, "bucket split");
+    for (const auto& b : bs) expect(b.buffer.numel() % (16 * n) == 0 && b.buffer.numel() >= b.used, "bucket padding");
+    for (size_t t = 0; t < grads.size(); ++t) {
+      const auto& b = bs[t < 2 ? 0 : t < 4 ? 1 : 2];
+      expect(grads[t].f32() >= b.buffer.f32() && grads[t].f32() + grads[t].numel() <= b.buffer.f32() + b.buffer.numel(),
+             "gradient is a view of its bucket");
+    }
+    for (int round = 0; round < 2; ++round) {  // the second round reuses the buckets after zero()
+      gb.zero();
+      for (size_t t = 0; t < grads.size(); ++t)
+        for (int64_t i = 0; i < grads[t].numel(); ++i) grads[t].f32()[i] = float((r + 1) * (1000 * t + i + round));
+      // Bucket 1 complete first: it must wait for bucket 0.
+      gb.mark_ready(grads[2].f32());
+      gb.mark_ready(grads[3].f32());
+      expect(!bs[0].started && !bs[1].started, "a later bucket waits for the earlier ones");
+      gb.mark_ready(grads[0].f32());
+      gb.mark_ready(grads[1].f32());
+      expect(bs[0].started && bs[1].started && !bs[2].started, "complete buckets start in order");
+      gb.poll();
+      expect(gb.finish().ok(), "finish");
+      expect(gb.started_early() == 2, "two buckets started while a gradient was still outstanding");
+      const float ranks_sum = n * (n + 1) / 2.0f;
+      for (size_t bi = 0; bi < bs.size(); ++bi) {
+        const auto& b = bs[bi];
+        // The expected reduced bucket: the sum of every rank's values, zero in the padding.
+        std::vector<float> want(static_cast<size_t>(b.buffer.numel()), 0.0f);
+        for (size_t k = 0; k < b.count; ++k) {
+          const size_t t = b.first + k;
+          for (int64_t i = 0; i < sizes[t]; ++i) want[b.offsets[k] + i] = ranks_sum * float(1000 * t + i + round);
+        }
+        if (mode == GradBuckets::Mode::kAllReduce) {
+          for (size_t i = 0; i < want.size(); ++i) expect(b.buffer.f32()[i] == want[i], "all-reduced bucket values");
+        } else {
+          const int64_t m = b.shard.numel();
+          expect(m * n == b.buffer.numel(), "shard size");
+          for (int64_t i = 0; i < m; ++i) expect(b.shard.f32()[i] == want[r * m + i], "reduce-scattered shard values");
+        }
+      }
+    }
+  }
+  std::printf("rank %d: buckets ok\n", r);
+}
+
 void hang(Communicator& world) {
   float x = 1.0f;
   CHECK(world.all_reduce(&x, 1, ReduceOp::kSum).ok());  // #1: everyone
@@ -90,6 +148,8 @@ int main(int argc, char** argv) {
   auto world = mpi_world_communicator(mode == "hang" ? 1.0 : 60.0);
   if (mode == "hang") {
     hang(*world);
+  } else if (mode == "buckets") {
+    buckets(*world);
   } else {
     collectives(*world);
   }
