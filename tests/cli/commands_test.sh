@@ -67,6 +67,15 @@ expect "plan bad --world" 2 "^strata plan: parallel.dp: pp x dp = 1 x 2 = 2 rank
   "$STRATA" plan configs/tiny_dense.yaml --world 3 --set parallel.dp=2
 one_line "plan --world 0" "$STRATA" plan configs/tiny_dense.yaml --world 0
 expect "plan missing config" 2 "nope.yaml: cannot open config file" "$STRATA" plan nope.yaml
+# scripts/launch.sh: the mpirun line it would run (--show), with the flags ranks sharing cores need.
+cores=$(nproc)
+expect "launch.sh oversubscribed" 0 "mpirun -np $((cores + 2)) .*--oversubscribe.* $STRATA train configs/tiny_dense.yaml" \
+  env -u OPENBLAS_NUM_THREADS STRATA="$STRATA" scripts/launch.sh -n $((cores + 2)) --show -- train configs/tiny_dense.yaml
+expect "launch.sh one BLAS thread per rank" 0 "OPENBLAS_NUM_THREADS=1 " \
+  env -u OPENBLAS_NUM_THREADS STRATA="$STRATA" scripts/launch.sh -n "$cores" --show -- train configs/tiny_dense.yaml
+expect "launch.sh needs -n" 2 "launch: -n RANKS is required" env STRATA="$STRATA" scripts/launch.sh -- train x
+expect "launch.sh bad hostfile" 2 "launch: --hostfile nope.txt: cannot read it" \
+  env STRATA="$STRATA" scripts/launch.sh -n 2 --hostfile nope.txt -- train x
 expect "export not landed" 3 "not available yet" "$STRATA" export ckpt --out x
 expect "train --dry-run" 0 "^train:" "$STRATA" train configs/tiny_moe_sft.yaml --dry-run --set optim.lr=0.01
 expect "generate without a checkpoint" 2 "nope" "$STRATA" generate nope --prompt-ids 1

@@ -7,7 +7,8 @@
 # ||a - b||_inf / ||a||_inf). The fp32 loss floor must stay under 1e-5. Then dp = 2 and dp = 4
 # (oversubscribed on 2 cores), each with and without ZeRO-1, must give the single process's losses
 # and final weights to 4x that floor. ZeRO-1's per-rank optimizer bytes (optim_mb) must be 1/dp of
-# plain dp's (to 5%, the bucket padding). A checkpoint saved at step 5 by dp = 4 (with and without
+# plain dp's (to 5%, the bucket padding), and `strata plan` predicts each layout's allocator peak
+# to 5%. A checkpoint saved at step 5 by dp = 4 (with and without
 # ZeRO-1) resumes at dp = 2 and dp = 1 (and with ZeRO switched) and continues the trajectory, to
 # the same tolerance, through step 10.
 set -u
@@ -70,6 +71,13 @@ for precision in fp32 fp8; do
     check "$name: final weights within 4x the floor ($w <= $tol_w)" "le $w $tol_w"
   done
   for dp in 2 4; do
+    for zero in 0 1; do  # `strata plan` predicts every rank's allocator peak (tensor_peak_mb, rank 0's)
+      planned=$("$STRATA" plan "${common[@]}" "${p[@]}" --world "$dp" --set "parallel.dp=$dp" --set "parallel.zero=$zero" \
+                --set data.micro_batch_size=2 | awk '/allocator peak/ { print $3 }')
+      measured=$(metric "${precision}_dp${dp}_zero${zero}" tensor_peak_mb)
+      check "$precision dp=$dp zero=$zero: strata plan's peak ${planned} MB within 5% of the measured ${measured} MB" \
+        "awk -v a=${planned:-0} -v b=$measured 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a > 0 && d <= 0.05 * b) }'"
+    done
     plain=$(metric "${precision}_dp${dp}_zero0" optim_mb); sharded=$(metric "${precision}_dp${dp}_zero1" optim_mb)
     echo "$precision dp=$dp optimizer state per rank: $plain MB plain, $sharded MB with ZeRO-1"
     check "$precision dp=$dp: ZeRO-1 holds 1/$dp of the optimizer bytes ($sharded vs $plain MB)" \
