@@ -4,7 +4,7 @@
 
 namespace strata {
 
-void Block::build(const ModelConfig& config, const LinearPolicy& policy, int64_t block_index) {
+void Block::build(const ModelConfig& config, const LinearPolicy& policy, int64_t block_index, ExpertShard experts) {
   const std::string prefix = "layers." + std::to_string(block_index) + ".";
   index = block_index;
   is_moe = config.is_moe_block(block_index);
@@ -14,7 +14,7 @@ void Block::build(const ModelConfig& config, const LinearPolicy& policy, int64_t
   mlp_norm.allocate({config.d_model});
   attn.build(config, policy, prefix + "attn.");
   if (is_moe) {
-    moe.build(config, policy, prefix + "moe.");
+    moe.build(config, policy, prefix + "moe.", experts);
   } else {
     mlp.build(config.d_model, config.ffn_hidden, policy, "mlp", prefix + "mlp.");
   }

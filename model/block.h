@@ -25,7 +25,7 @@ struct Block {
   Mlp mlp;  // dense blocks
   Moe moe;  // MoE blocks
 
-  void build(const ModelConfig& config, const LinearPolicy& policy, int64_t block_index);
+  void build(const ModelConfig& config, const LinearPolicy& policy, int64_t block_index, ExpertShard experts = {});
   void linear_gemms(std::vector<LinearGemm*>& out);
   void collect(ParamList& out, const std::string& prefix);
 };

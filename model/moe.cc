@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "core/check.h"
+#include "core/timer.h"
 #include "kernels/ops.h"
 
 namespace strata {
@@ -25,12 +26,109 @@ void top_k(const float* v, int64_t n, int64_t k, int32_t* out) {
   std::copy(order.begin(), order.begin() + k, out);
 }
 
+// Fills the expert-side layout of `s` from its slots: with one rank, the slots themselves;
+// otherwise exchanges per-expert counts over the expert group. Returns whether rows must move.
+bool exchange_layout(Moe& m, MoeSaved& s) {
+  const int64_t P = m.P, El = m.El;
+  if (P == 1) {
+    s.Mr = s.M;
+    s.local_offsets = s.offsets;
+    return false;
+  }
+  CHECK(m.ep != nullptr && m.ep->size() == P) << "MoE with " << P << " expert-parallel ranks needs its expert group";
+  // Rows for rank q: the slots of experts [q*El, (q+1)*El), contiguous in the layout.
+  std::vector<int64_t> counts(static_cast<size_t>(P * El));
+  s.send_rows.assign(static_cast<size_t>(P), 0);
+  for (int64_t q = 0; q < P; ++q) {
+    for (int64_t i = 0; i < El; ++i) counts[q * El + i] = s.offsets[q * El + i + 1] - s.offsets[q * El + i];
+    s.send_rows[q] = s.offsets[(q + 1) * El] - s.offsets[q * El];
+  }
+  s.recv_counts.assign(static_cast<size_t>(P * El), 0);
+  const std::vector<int64_t> count_bytes(static_cast<size_t>(P), El * static_cast<int64_t>(sizeof(int64_t)));
+  Timer t;
+  const Status st = m.ep->all_to_all_v(counts.data(), count_bytes, s.recv_counts.data(), count_bytes);
+  m.comm.seconds += t.seconds();
+  CHECK(st.ok()) << "MoE dispatch counts: " << st.message();
+  s.recv_rows.assign(static_cast<size_t>(P), 0);
+  s.local_offsets.assign(static_cast<size_t>(El + 1), 0);
+  for (int64_t q = 0; q < P; ++q)
+    for (int64_t i = 0; i < El; ++i) {
+      s.recv_rows[q] += s.recv_counts[q * El + i];
+      s.local_offsets[i + 1] += s.recv_counts[q * El + i];
+    }
+  for (int64_t i = 0; i < El; ++i) s.local_offsets[i + 1] += s.local_offsets[i];
+  s.Mr = s.local_offsets[El];
+  return true;
+}
+
+// Moves rows between the source-major order of an exchange (rank q's rows, by local expert) and
+// the expert-major order the grouped GEMM runs (expert i: rank 0's rows, rank 1's, ...).
+void reorder_rows(const MoeSaved& s, int64_t P, int64_t El, const float* in, float* out, int64_t C,
+                  bool to_expert_major) {
+  std::vector<int64_t> at(s.local_offsets.begin(), s.local_offsets.end() - 1);  // next row per expert
+  int64_t src = 0;
+  for (int64_t q = 0; q < P; ++q)
+    for (int64_t i = 0; i < El; ++i) {
+      const int64_t n = s.recv_counts[q * El + i];
+      if (to_expert_major) {
+        copy_f32(out + at[i] * C, in + src * C, n * C);
+      } else {
+        copy_f32(out + src * C, in + at[i] * C, n * C);
+      }
+      at[i] += n;
+      src += n;
+    }
+}
+
+// Dispatch direction: rows (M, C) in slot order to the experts' ranks -> (Mr, C) expert-major.
+Tensor dispatch_rows(Moe& m, const MoeSaved& s, const Tensor& rows, int64_t C, int64_t* bytes) {
+  const int64_t row_bytes = C * static_cast<int64_t>(sizeof(float));
+  std::vector<int64_t> send(s.send_rows.size()), recv(s.recv_rows.size());
+  for (size_t q = 0; q < send.size(); ++q) {
+    send[q] = s.send_rows[q] * row_bytes;
+    recv[q] = s.recv_rows[q] * row_bytes;
+    *bytes += send[q];
+  }
+  Tensor got = f32_matrix(std::max<int64_t>(s.Mr, 1), C), out = f32_matrix(std::max<int64_t>(s.Mr, 1), C);
+  Timer t;
+  const Status st = m.ep->all_to_all_v(rows.f32(), send, got.f32(), recv);
+  m.comm.seconds += t.seconds();
+  CHECK(st.ok()) << "MoE dispatch: " << st.message();
+  reorder_rows(s, m.P, m.El, got.f32(), out.f32(), C, /*to_expert_major=*/true);
+  return out;
+}
+
+// Combine direction: rows (Mr, C) expert-major back to the tokens' ranks -> (M, C) in slot order.
+Tensor combine_rows(Moe& m, const MoeSaved& s, const Tensor& rows, int64_t C, int64_t* bytes) {
+  const int64_t row_bytes = C * static_cast<int64_t>(sizeof(float));
+  Tensor packed = f32_matrix(std::max<int64_t>(s.Mr, 1), C);
+  reorder_rows(s, m.P, m.El, rows.f32(), packed.f32(), C, /*to_expert_major=*/false);
+  std::vector<int64_t> send(s.recv_rows.size()), recv(s.send_rows.size());
+  for (size_t q = 0; q < send.size(); ++q) {
+    send[q] = s.recv_rows[q] * row_bytes;
+    recv[q] = s.send_rows[q] * row_bytes;
+    *bytes += send[q];
+  }
+  Tensor out = f32_matrix(std::max<int64_t>(s.M, 1), C);
+  Timer t;
+  const Status st = m.ep->all_to_all_v(packed.f32(), send, out.f32(), recv);
+  m.comm.seconds += t.seconds();
+  CHECK(st.ok()) << "MoE combine: " << st.message();
+  return out;
+}
+
 }  // namespace
 
-void Moe::build(const ModelConfig& config, const LinearPolicy& policy, const std::string& prefix) {
+void Moe::build(const ModelConfig& config, const LinearPolicy& policy, const std::string& prefix,
+                ExpertShard shard) {
   const MoeConfig& mc = config.moe;
   C = config.d_model;
   E = mc.n_experts;
+  P = shard.size;
+  CHECK(P >= 1 && E % P == 0 && 0 <= shard.rank && shard.rank < P)
+      << "expert shard " << shard.rank << " of " << P << " for " << E << " experts";
+  El = E / P;
+  e0 = shard.rank * El;
   K = mc.top_k;
   Fe = mc.expert_ffn_hidden;
   scoring = mc.scoring;
@@ -43,14 +141,14 @@ void Moe::build(const ModelConfig& config, const LinearPolicy& policy, const std
   capacity_factor = mc.capacity_factor;
   router.allocate({E, C});
   if (scoring == RouterScoring::kSigmoid) router_bias.allocate({E}, /*with_grad=*/false);
-  w_gate.allocate({E, Fe, C});
-  w_up.allocate({E, Fe, C});
-  w_down.allocate({E, C, Fe});
+  w_gate.allocate({El, Fe, C});
+  w_up.allocate({El, Fe, C});
+  w_down.allocate({El, C, Fe});
   gemm_router = policy.make("router", prefix + "router");
   gemm_gate.clear();
   gemm_up.clear();
   gemm_down.clear();
-  for (int64_t e = 0; e < E; ++e) {
+  for (int64_t e = e0; e < e0 + El; ++e) {  // named by the global expert index
     const std::string ex = prefix + "experts." + std::to_string(e) + ".";
     gemm_gate.push_back(policy.make("experts", ex + "w_gate"));
     gemm_up.push_back(policy.make("experts", ex + "w_up"));
@@ -64,7 +162,7 @@ void Moe::build(const ModelConfig& config, const LinearPolicy& policy, const std
 
 void Moe::linear_gemms(std::vector<LinearGemm*>& out) {
   out.push_back(&gemm_router);
-  for (int64_t e = 0; e < E; ++e) {
+  for (int64_t e = 0; e < El; ++e) {
     out.push_back(&gemm_gate[e]);
     out.push_back(&gemm_up[e]);
     out.push_back(&gemm_down[e]);
@@ -75,9 +173,10 @@ void Moe::linear_gemms(std::vector<LinearGemm*>& out) {
 void Moe::collect(ParamList& out, const std::string& prefix) {
   out.push_back({prefix + "router", &router, ParamKind::kMatrix});
   if (router_bias.defined()) out.push_back({prefix + "router_bias", &router_bias, ParamKind::kRouterBias});
-  out.push_back({prefix + "experts.w_gate", &w_gate, ParamKind::kMatrix});
-  out.push_back({prefix + "experts.w_up", &w_up, ParamKind::kMatrix});
-  out.push_back({prefix + "experts.w_down", &w_down, ParamKind::kMatrix});
+  for (auto [name, p] : {std::pair<const char*, Param*>{"experts.w_gate", &w_gate}, {"experts.w_up", &w_up},
+                         {"experts.w_down", &w_down}}) {
+    out.push_back({prefix + name, p, ParamKind::kMatrix, e0, E, true});
+  }
   if (has_shared) shared.collect(out, prefix + "shared.");
   if (shared_gated) out.push_back({prefix + "shared_gate", &shared_gate, ParamKind::kMatrix});
 }
@@ -173,23 +272,27 @@ void moe_forward(Moe& m, MoeSaved& s, float* out, const float* x, int64_t B, int
     s.slot_token[s.slot_of[i]] = static_cast<int32_t>(i / K);
   }
 
-  // Dispatch (gather), run each expert over its block, combine.
+  // Dispatch (gather), run each expert over its block (on its rank), combine.
   const int64_t M = s.M;
-  Tensor xe = f32_matrix(M, C), act = f32_matrix(M, Fe);
+  Tensor xe = f32_matrix(M, C);
   for (int64_t j = 0; j < M; ++j) copy_f32(xe.f32() + j * C, x + s.slot_token[j] * C, C);
-  s.gate = f32_matrix(M, Fe);
-  s.up = f32_matrix(M, Fe);
-  s.ye = f32_matrix(M, C);
-  s.xe.assign(static_cast<size_t>(E), SavedInput());
-  s.act.assign(static_cast<size_t>(E), SavedInput());
-  for (int64_t e = 0; e < E; ++e) {
-    const int64_t r0 = s.offsets[e], n = s.offsets[e + 1] - r0;
+  m.comm.slots_sent += M;
+  Tensor xr = exchange_layout(m, s) ? dispatch_rows(m, s, xe, C, &m.comm.dispatch_bytes) : xe;
+  const int64_t Mr = s.Mr;
+  Tensor act = f32_matrix(Mr, Fe), yr = f32_matrix(Mr, C);
+  s.gate = f32_matrix(Mr, Fe);
+  s.up = f32_matrix(Mr, Fe);
+  s.xe.assign(static_cast<size_t>(m.El), SavedInput());
+  s.act.assign(static_cast<size_t>(m.El), SavedInput());
+  for (int64_t e = 0; e < m.El; ++e) {
+    const int64_t r0 = s.local_offsets[e], n = s.local_offsets[e + 1] - r0;
     if (n == 0) continue;
-    m.gemm_gate[e].forward(s.gate.f32() + r0 * Fe, xe.f32() + r0 * C, m.w_gate.v() + e * Fe * C, n, C, Fe, &s.xe[e]);
-    m.gemm_up[e].forward(s.up.f32() + r0 * Fe, xe.f32() + r0 * C, m.w_up.v() + e * Fe * C, n, C, Fe);
+    m.gemm_gate[e].forward(s.gate.f32() + r0 * Fe, xr.f32() + r0 * C, m.w_gate.v() + e * Fe * C, n, C, Fe, &s.xe[e]);
+    m.gemm_up[e].forward(s.up.f32() + r0 * Fe, xr.f32() + r0 * C, m.w_up.v() + e * Fe * C, n, C, Fe);
     swiglu_forward_f32(act.f32() + r0 * Fe, s.gate.f32() + r0 * Fe, s.up.f32() + r0 * Fe, n * Fe);
-    m.gemm_down[e].forward(s.ye.f32() + r0 * C, act.f32() + r0 * Fe, m.w_down.v() + e * C * Fe, n, Fe, C, &s.act[e]);
+    m.gemm_down[e].forward(yr.f32() + r0 * C, act.f32() + r0 * Fe, m.w_down.v() + e * C * Fe, n, Fe, C, &s.act[e]);
   }
+  s.ye = m.P > 1 ? combine_rows(m, s, yr, C, &m.comm.combine_bytes) : yr;
   fill_f32(out, 0.0f, N * C);
   for (int64_t i = 0; i < N * K; ++i) {
     if (s.slot_of[i] < 0) continue;
@@ -273,29 +376,34 @@ void moe_backward(Moe& m, MoeSaved& s, float* dx, const float* dout, WeightGrads
     dw[i] = static_cast<float>(acc);
   }
 
-  // Experts' backward, then dispatch's backward (scatter-add to the tokens).
-  g->dgate = f32_matrix(M, Fe);
-  g->dup = f32_matrix(M, Fe);
-  Tensor dact = f32_matrix(M, Fe), dxe = f32_matrix(M, C), tmp = f32_matrix(M, C);
-  for (int64_t e = 0; e < E; ++e) {
-    const int64_t r0 = s.offsets[e], n = s.offsets[e + 1] - r0;
+  // The slot gradients go to the experts' ranks (as dispatch did); experts' backward there; the
+  // input gradients come back (as combine did) and scatter-add to the tokens.
+  const int64_t Mr = s.Mr;
+  if (m.P > 1) g->dye = dispatch_rows(m, s, g->dye, C, &m.comm.backward_bytes);
+  g->dgate = f32_matrix(Mr, Fe);
+  g->dup = f32_matrix(Mr, Fe);
+  Tensor dact = f32_matrix(Mr, Fe), dxr = f32_matrix(Mr, C), tmp = f32_matrix(Mr, C);
+  const int64_t El = m.El;
+  for (int64_t e = 0; e < El; ++e) {
+    const int64_t r0 = s.local_offsets[e], n = s.local_offsets[e + 1] - r0;
     if (n == 0) continue;
     m.gemm_down[e].backward_input(dact.f32() + r0 * Fe, g->dye.f32() + r0 * C, m.w_down.v() + e * C * Fe, n, Fe, C);
     swiglu_backward_f32(g->dgate.f32() + r0 * Fe, g->dup.f32() + r0 * Fe, dact.f32() + r0 * Fe,
                         s.gate.f32() + r0 * Fe, s.up.f32() + r0 * Fe, n * Fe);
-    m.gemm_gate[e].backward_input(dxe.f32() + r0 * C, g->dgate.f32() + r0 * Fe, m.w_gate.v() + e * Fe * C, n, C, Fe);
+    m.gemm_gate[e].backward_input(dxr.f32() + r0 * C, g->dgate.f32() + r0 * Fe, m.w_gate.v() + e * Fe * C, n, C, Fe);
     m.gemm_up[e].backward_input(tmp.f32() + r0 * C, g->dup.f32() + r0 * Fe, m.w_up.v() + e * Fe * C, n, C, Fe);
-    add_inplace_f32(dxe.f32() + r0 * C, tmp.f32() + r0 * C, n * C);
+    add_inplace_f32(dxr.f32() + r0 * C, tmp.f32() + r0 * C, n * C);
   }
-  wg.add([&m, &s, g, E, C, Fe] {
-    for (int64_t e = 0; e < E; ++e) {
-      const int64_t r0 = s.offsets[e], n = s.offsets[e + 1] - r0;
+  wg.add([&m, &s, g, El, C, Fe] {
+    for (int64_t e = 0; e < El; ++e) {
+      const int64_t r0 = s.local_offsets[e], n = s.local_offsets[e + 1] - r0;
       if (n == 0) continue;
       m.gemm_down[e].backward_weight(m.w_down.g() + e * C * Fe, g->dye.f32() + r0 * C, s.act[e], n, Fe, C);
       m.gemm_gate[e].backward_weight(m.w_gate.g() + e * Fe * C, g->dgate.f32() + r0 * Fe, s.xe[e], n, C, Fe);
       m.gemm_up[e].backward_weight(m.w_up.g() + e * Fe * C, g->dup.f32() + r0 * Fe, s.xe[e], n, C, Fe);
     }
   });
+  const Tensor dxe = m.P > 1 ? combine_rows(m, s, dxr, C, &m.comm.backward_bytes) : dxr;
   for (int64_t j = 0; j < M; ++j) add_inplace_f32(dx + s.slot_token[j] * C, dxe.f32() + j * C, C);
 
   // Router: combine weights -> scores, plus the auxiliary losses, -> logits.

@@ -9,8 +9,19 @@
 // expert's block is (token index, choice rank): deterministic, and the order an all-to-all
 // dispatch will keep when expert parallelism arrives.
 //
+// Expert parallelism (parallel.ep = P > 1): the P ranks of an expert group each hold El = E / P
+// consecutive experts (rank q: experts [q*El, (q+1)*El)). A rank routes its own tokens, lays out
+// its slots grouped by global expert as above (so the slots for rank q are one contiguous range),
+// exchanges per-expert counts, and sends the rows with one all-to-all-v ("dispatch"). The owner
+// reorders what it receives expert-major (expert, source rank, source slot order: deterministic),
+// runs its experts as a grouped GEMM, and sends the results back the same way ("combine"); the
+// combine weights are applied where the tokens live. Backward mirrors it: the slot gradients go
+// out as dispatch did, the input gradients come back as combine did. Every rank takes part in
+// every exchange, with zero rows when it has none.
+//
 // Glossary: N tokens (B rows of T), C d_model, E routed experts, K chosen per token, Fe expert
-// hidden size, M dispatched slots (N*K minus dropped ones).
+// hidden size, M dispatched slots (N*K minus dropped ones), P expert-parallel ranks, El = E / P
+// local experts, Mr slots received for the local experts.
 #pragma once
 
 #include <cstdint>
@@ -23,11 +34,29 @@
 #include "model/mlp.h"
 #include "model/param.h"
 #include "model/weight_grads.h"
+#include "parallel/communicator.h"
 
 namespace strata {
 
+// Which experts this rank holds: El = E / size of them, from rank * El.
+struct ExpertShard {
+  int64_t size = 1, rank = 0;
+};
+
+// The all-to-all traffic of a MoE layer since the counters were last reset (this rank's side).
+struct MoeCommStats {
+  int64_t dispatch_bytes = 0;  // sent by forward dispatches (token rows, all destinations)
+  int64_t combine_bytes = 0;   // sent back by forward combines
+  int64_t backward_bytes = 0;  // both directions of the backward
+  int64_t slots_sent = 0;      // token rows this rank dispatched (routed, kept by capacity)
+  double seconds = 0.0;        // spent inside the exchanges
+};
+
 struct Moe {
   int64_t C = 0, E = 0, K = 0, Fe = 0;
+  int64_t P = 1, El = 0, e0 = 0;       // expert parallelism: ranks, local experts, first local expert
+  Communicator* ep = nullptr;          // the expert group when P > 1 (set_expert_group)
+  MoeCommStats comm;
   RouterScoring scoring = RouterScoring::kSoftmax;
   bool norm_topk_prob = true;
   float routed_scaling_factor = 1.0f;
@@ -38,18 +67,19 @@ struct Moe {
 
   Param router;       // (E, C), always fp32
   Param router_bias;  // (E,) balancing bias for selection only (sigmoid scoring); no gradient
-  Param w_gate;       // (E, Fe, C)
-  Param w_up;         // (E, Fe, C)
-  Param w_down;       // (E, C, Fe)
+  Param w_gate;       // (El, Fe, C): rows [e0, e0 + El) of the global (E, Fe, C)
+  Param w_up;         // (El, Fe, C)
+  Param w_down;       // (El, C, Fe)
   LinearGemm gemm_router;                                // fp32 unless fp8 is asked for it
-  std::vector<LinearGemm> gemm_gate, gemm_up, gemm_down;  // (E,) one per expert: per-expert fp8 state
+  std::vector<LinearGemm> gemm_gate, gemm_up, gemm_down;  // (El,) one per local expert: per-expert fp8 state
 
   bool has_shared = false, shared_gated = false;
   Mlp shared;          // (Fs = shared hidden)
   Param shared_gate;   // (1, C) when shared_gated
 
   // prefix: the global name of this module's parameters, e.g. "layers.3.moe.".
-  void build(const ModelConfig& config, const LinearPolicy& policy, const std::string& prefix);
+  void build(const ModelConfig& config, const LinearPolicy& policy, const std::string& prefix,
+             ExpertShard shard = {});
   void linear_gemms(std::vector<LinearGemm*>& out);
   void collect(ParamList& out, const std::string& prefix);
 };
@@ -63,8 +93,14 @@ struct MoeSaved {
   std::vector<int32_t> slot_of;        // (N, K) dispatched slot, -1 when dropped by capacity
   std::vector<int32_t> slot_token;     // (M,) token of each slot, grouped by expert
   std::vector<int64_t> offsets;        // (E + 1,) slot range of each expert
-  Tensor gate, up, ye;                 // (M, Fe) x2, (M, C) each expert's block of rows
-  std::vector<SavedInput> xe, act;     // (E,) each expert's inputs of gate/up (n_e, C) and down (n_e, Fe)
+  Tensor ye;                           // (M, C) the expert output of each slot, at its token's rank
+  // Expert side (P = 1: the same slots): the rows this rank's experts ran, expert-major.
+  int64_t Mr = 0;
+  std::vector<int64_t> send_rows, recv_rows;  // (P,) rows to / from each rank of the expert group
+  std::vector<int64_t> recv_counts;    // (P * El,) rows from rank q for local expert i, q-major
+  std::vector<int64_t> local_offsets;  // (El + 1,) row range of each local expert
+  Tensor gate, up;                     // (Mr, Fe) each local expert's block of rows
+  std::vector<SavedInput> xe, act;     // (El,) each local expert's inputs of gate/up (n_e, C) and down (n_e, Fe)
   MlpSaved shared;
   Tensor shared_y;                     // (N, C) shared-expert output before the gate
   std::vector<float> shared_g;         // (N,) sigmoid gate values

@@ -1,5 +1,7 @@
 #include "model/param.h"
 
+#include <algorithm>
+
 #include "core/rng.h"
 
 namespace strata {
@@ -11,7 +13,8 @@ void init_params(const ParamList& params, uint64_t seed, float init_std) {
     switch (p.kind) {
       case ParamKind::kMatrix:
       case ParamKind::kEmbedding:
-        RngStream(seed, p.name).fill_normal(v, n, 0, 0.0f, init_std);
+        // A shard draws the numbers its rows have in the whole tensor.
+        RngStream(seed, p.name).fill_normal(v, n, p.row_begin * (n / std::max<int64_t>(p.param->value.shape()[0], 1)), 0.0f, init_std);
         break;
       case ParamKind::kNorm:
         for (int64_t i = 0; i < n; ++i) v[i] = 1.0f;

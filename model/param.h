@@ -42,6 +42,12 @@ struct ParamRef {
   std::string name;  // global name
   Param* param;
   ParamKind kind;
+  // Expert parallelism: a routed-expert tensor holds rows [row_begin, row_begin + shape[0]) of a
+  // global tensor with global_rows rows (0: the whole tensor). Its gradient is reduced over the
+  // expert-data-parallel group instead of dp.
+  int64_t row_begin = 0, global_rows = 0;
+  bool expert = false;
+  bool sharded() const { return global_rows > 0 && global_rows != param->value.shape()[0]; }
 };
 
 using ParamList = std::vector<ParamRef>;

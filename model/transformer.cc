@@ -66,7 +66,8 @@ int64_t activation_bytes(const Activations& acts) {
   return n;
 }
 
-Transformer::Transformer(const ModelConfig& config, const PrecisionConfig& precision, StageSpec stage)
+Transformer::Transformer(const ModelConfig& config, const PrecisionConfig& precision, StageSpec stage,
+                         ExpertShard experts)
     : config_(config), stage_(stage) {
   if (stage_.last_block < 0) stage_.last_block = config.n_layers;
   CHECK(0 <= stage_.first_block && stage_.first_block < stage_.last_block && stage_.last_block <= config.n_layers)
@@ -78,7 +79,7 @@ Transformer::Transformer(const ModelConfig& config, const PrecisionConfig& preci
   if (stage_.has_embedding || (tied_ && stage_.has_head)) embed_.allocate({V, C});
   blocks_.resize(static_cast<size_t>(stage_.last_block - stage_.first_block));
   const LinearPolicy policy{precision, &weights_epoch_};
-  for (size_t i = 0; i < blocks_.size(); ++i) blocks_[i].build(config, policy, stage_.first_block + i);
+  for (size_t i = 0; i < blocks_.size(); ++i) blocks_[i].build(config, policy, stage_.first_block + i, experts);
   if (stage_.has_head) {
     final_norm_.allocate({C});
     if (!tied_) head_.allocate({V, C});
@@ -101,6 +102,26 @@ Transformer::Transformer(const ModelConfig& config, const PrecisionConfig& preci
   if (stage_.has_head) grad_segments_.push_back(tied_ ? std::vector<Param*>{&final_norm_} : std::vector<Param*>{&final_norm_, &head_});
   for (size_t i = block_params.size(); i-- > 0;) grad_segments_.push_back(std::move(block_params[i]));
   if (embed_.defined()) grad_segments_.push_back({&embed_});
+}
+
+void Transformer::set_expert_group(Communicator* ep) {
+  for (Block& b : blocks_)
+    if (b.is_moe) b.moe.ep = ep;
+}
+
+MoeCommStats Transformer::take_moe_comm_stats() {
+  MoeCommStats total;
+  for (Block& b : blocks_) {
+    if (!b.is_moe) continue;
+    const MoeCommStats& s = b.moe.comm;
+    total.dispatch_bytes += s.dispatch_bytes;
+    total.combine_bytes += s.combine_bytes;
+    total.backward_bytes += s.backward_bytes;
+    total.slots_sent += s.slots_sent;
+    total.seconds += s.seconds;
+    b.moe.comm = MoeCommStats{};
+  }
+  return total;
 }
 
 Param* Transformer::find_param(const std::string& name) const {

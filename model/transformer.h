@@ -80,7 +80,13 @@ struct MoeStats {
 
 class Transformer {
  public:
-  Transformer(const ModelConfig& config, const PrecisionConfig& precision, StageSpec stage = {});
+  // experts: which routed experts of every MoE block this rank holds (expert parallelism); the
+  // expert group must then be set with set_expert_group before the first forward.
+  Transformer(const ModelConfig& config, const PrecisionConfig& precision, StageSpec stage = {},
+              ExpertShard experts = {});
+  void set_expert_group(Communicator* ep);
+  // The MoE all-to-all traffic of every block since the last call (summed), then zeroed.
+  MoeCommStats take_moe_comm_stats();
   Transformer(const Transformer&) = delete;
   Transformer& operator=(const Transformer&) = delete;
 

@@ -38,6 +38,10 @@ struct OptimTensor {
   Tensor* value;
   Tensor* grad;
   bool decay;  // apply weight decay (the caller's decision)
+  // Expert parallelism: rows [row_begin, row_begin + shape[0]) of a global tensor of global_rows
+  // rows (0: the whole tensor), whose gradient is reduced over the expert-data-parallel group.
+  bool expert = false;
+  int64_t row_begin = 0, global_rows = 0;
 };
 
 class AdamW {

@@ -20,22 +20,35 @@ std::vector<int64_t> dims_of(const Tensor& t) {
 }  // namespace
 
 DistributedOptimizer::DistributedOptimizer(const OptimConfig& optim, const ParallelConfig& parallel,
-                                           std::vector<OptimTensor> tensors, Communicator* dp)
+                                           std::vector<OptimTensor> tensors, Communicator* dp, Communicator* edp,
+                                           Communicator* ep)
     : optim_(optim), tensors_(std::move(tensors)) {
   if (dp != nullptr && dp->size() > 1) dp_ = dp;
+  if (ep != nullptr && ep->size() > 1) ep_ = ep;
   zero_ = dp_ != nullptr && parallel.zero >= 1;
+  CHECK(!(zero_ && ep_ != nullptr)) << "ZeRO-1 with expert parallelism is not supported (config validation refuses it)";
   overlap_ = parallel.overlap_grad_reduce;
   if (dp_ == nullptr) {
     updated_ = tensors_;
     adam_ = std::make_unique<AdamW>(optim_, updated_);
     return;
   }
-  // Buckets fill in backward order: the last parameters first.
-  std::vector<Tensor*> grads;
-  for (size_t i = tensors_.size(); i-- > 0;) grads.push_back(tensors_[i].grad);
+  // Buckets fill in backward order: the last parameters first. With expert parallelism the
+  // routed experts' gradients are reduced over edp only (not at all when edp = 1).
+  std::vector<Tensor*> grads, expert_grads;
+  for (size_t i = tensors_.size(); i-- > 0;) {
+    if (ep_ != nullptr && tensors_[i].expert) {
+      expert_grads.push_back(tensors_[i].grad);
+    } else {
+      grads.push_back(tensors_[i].grad);
+    }
+  }
   const int64_t bucket_bytes = static_cast<int64_t>(parallel.bucket_mb * 1024.0 * 1024.0);
   buckets_ = std::make_unique<GradBuckets>(
       grads, bucket_bytes, dp_, zero_ ? GradBuckets::Mode::kReduceScatter : GradBuckets::Mode::kAllReduce);
+  if (!expert_grads.empty() && edp != nullptr && edp->size() > 1) {
+    expert_buckets_ = std::make_unique<GradBuckets>(expert_grads, bucket_bytes, edp, GradBuckets::Mode::kAllReduce);
+  }
   if (!zero_) {
     updated_ = tensors_;
     adam_ = std::make_unique<AdamW>(optim_, updated_);
@@ -65,19 +78,29 @@ DistributedOptimizer::DistributedOptimizer(const OptimConfig& optim, const Paral
 }
 
 void DistributedOptimizer::zero_grads() {
-  if (buckets_) {
-    buckets_->zero();
+  if (!buckets_) {
+    for (const OptimTensor& t : tensors_) t.grad->zero_();
     return;
   }
-  for (const OptimTensor& t : tensors_) t.grad->zero_();
+  buckets_->zero();
+  if (expert_buckets_) {
+    expert_buckets_->zero();
+  } else if (ep_ != nullptr) {  // edp = 1: expert gradients stay where they are
+    for (const OptimTensor& t : tensors_)
+      if (t.expert) t.grad->zero_();
+  }
 }
 
 void DistributedOptimizer::grads_ready(const float* grad) {
-  if (buckets_ && overlap_) buckets_->mark_ready(grad);
+  if (!overlap_) return;
+  if (buckets_) buckets_->mark_ready(grad);
+  if (expert_buckets_) expert_buckets_->mark_ready(grad);
 }
 
 void DistributedOptimizer::poll() {
-  if (buckets_ && overlap_) buckets_->poll();
+  if (!overlap_) return;
+  if (buckets_) buckets_->poll();
+  if (expert_buckets_) expert_buckets_->poll();
 }
 
 Status DistributedOptimizer::reduce_grads() {
@@ -85,6 +108,10 @@ Status DistributedOptimizer::reduce_grads() {
   if (!buckets_) return OkStatus();
   Timer t;
   Status s = buckets_->finish();
+  if (expert_buckets_) {
+    Status e = expert_buckets_->finish();
+    if (s.ok()) s = e;
+  }
   comm_seconds_ += t.seconds();
   return s;
 }
@@ -104,7 +131,23 @@ StatusOr<OptimStepResult> DistributedOptimizer::step(double lr, bool local_bad) 
     comm_seconds_ += t.seconds();
   }
   if (bad > 0.0) return out;
-  if (zero_) {
+  if (ep_ != nullptr) {
+    // Dense gradients are the same on every rank; each rank of the expert group holds other
+    // experts: the squared norm adds theirs.
+    double dense = 0.0, expert = 0.0;
+    std::vector<OptimTensor> dense_tensors, expert_tensors;
+    for (const OptimTensor& t : updated_) (t.expert ? expert_tensors : dense_tensors).push_back(t);
+    dense = grad_sum_of_squares(dense_tensors);
+    expert = grad_sum_of_squares(expert_tensors);
+    Timer t;
+    RETURN_IF_ERROR(ep_->all_reduce(&expert, 1, ReduceOp::kSum));
+    comm_seconds_ += t.seconds();
+    out.grad_norm = std::sqrt(dense + expert);
+    if (optim_.grad_clip > 0.0 && std::isfinite(out.grad_norm)) {
+      const double coef = optim_.grad_clip / (out.grad_norm + 1e-6);
+      if (coef < 1.0) scale_grads(updated_, coef);
+    }
+  } else if (zero_) {
     // The same clipping as clip_grad_norm, with the norm of the whole gradient.
     out.grad_norm = std::sqrt(sumsq);
     if (optim_.grad_clip > 0.0 && std::isfinite(out.grad_norm)) {
@@ -166,8 +209,14 @@ std::vector<OptimStateSlice> DistributedOptimizer::state_slices() {
       s.flat = true;
       s.flat_begin = piece.begin;
     } else {
+      const OptimTensor& ot = updated_[i / 2];
       s.global_shape = dims_of(*s.tensor);
       s.replicated = dp_ != nullptr;
+      if (ot.global_rows > 0) {  // an expert shard: its rows of the whole tensor
+        s.global_shape[0] = ot.global_rows;
+        s.expert = true;
+        s.row_begin = ot.row_begin;
+      }
     }
     out.push_back(std::move(s));
   }
@@ -179,11 +228,12 @@ Status DistributedOptimizer::load_state(const FlatReader& read) {
   for (const OptimStateSlice& s : state_slices()) {
     Tensor* dst = const_cast<Tensor*>(s.tensor);
     const int64_t n = dst->numel();
+    const int64_t begin = s.flat ? s.flat_begin : s.row_begin * (n / std::max<int64_t>(dst->shape()[0], 1));
     if (dst->dtype() == DType::kF32) {
-      RETURN_IF_ERROR(read(s.name, s.flat_begin, n, dst->f32()));
+      RETURN_IF_ERROR(read(s.name, begin, n, dst->f32()));
     } else {  // bf16 moments: read as f32, round back (exact for values saved as bf16)
       tmp.resize(static_cast<size_t>(n));
-      RETURN_IF_ERROR(read(s.name, s.flat_begin, n, tmp.data()));
+      RETURN_IF_ERROR(read(s.name, begin, n, tmp.data()));
       f32_to_bf16_n(tmp.data(), dst->data<uint16_t>(), tmp.size());
     }
   }

@@ -18,6 +18,11 @@
 // The arithmetic per element is AdamW's either way, so ZeRO-1 equals plain dp up to the order of
 // the gradient sums inside the reduction.
 //
+// Expert parallelism: routed-expert tensors (OptimTensor::expert) hold this rank's experts only.
+// Their gradients are reduced over the expert-data-parallel group (edp: the ranks holding the same
+// experts) in buckets of their own, and the global norm adds their squares summed over the expert
+// group (ep). ZeRO-1 is not combined with expert parallelism yet.
+//
 // Checkpoints: state_slices() names every moment with its global name and where this rank's part
 // sits: the whole tensor (zero 0, written once: `replicated`), or a flat element range of it
 // (zero 1), so a checkpoint resumes on any dp with or without ZeRO.
@@ -46,6 +51,8 @@ struct OptimStateSlice {
   bool flat = false;                  // a flat range [flat_begin, flat_begin + numel) (ZeRO-1)
   int64_t flat_begin = 0;
   bool replicated = false;            // identical on every dp rank (zero 0)
+  bool expert = false;                // rows [row_begin, ...) of an expert tensor, identical over edp
+  int64_t row_begin = 0;
 };
 
 struct OptimStepResult {
@@ -57,9 +64,10 @@ class DistributedOptimizer {
  public:
   // tensors: every trained tensor, in model parameter order (gradients fill buckets in the reverse
   // order, that of backward). dp: the data-parallel group; null or size 1 = a single process. The
-  // gradients of `tensors` are moved into bucket buffers when dp has several ranks.
+  // gradients of `tensors` are moved into bucket buffers when their group has several ranks.
+  // edp, ep: the expert-data-parallel and expert groups (expert parallelism only).
   DistributedOptimizer(const OptimConfig& optim, const ParallelConfig& parallel, std::vector<OptimTensor> tensors,
-                       Communicator* dp);
+                       Communicator* dp, Communicator* edp = nullptr, Communicator* ep = nullptr);
 
   void zero_grads();
   // The backward of the last micro-batch of this update reports gradients that are final: their
@@ -83,8 +91,13 @@ class DistributedOptimizer {
   // ZeRO-1: bytes of the reduced-gradient shards (one per bucket) AdamW reads; 0 otherwise.
   int64_t grad_shard_bytes() const;
   // Gradient reductions started while backward was still running, in the last update, of all.
-  int64_t buckets_overlapped() const { return buckets_ ? buckets_->started_early() : 0; }
-  int64_t bucket_count() const { return buckets_ ? static_cast<int64_t>(buckets_->buckets().size()) : 0; }
+  int64_t buckets_overlapped() const {
+    return (buckets_ ? buckets_->started_early() : 0) + (expert_buckets_ ? expert_buckets_->started_early() : 0);
+  }
+  int64_t bucket_count() const {
+    return (buckets_ ? static_cast<int64_t>(buckets_->buckets().size()) : 0) +
+           (expert_buckets_ ? static_cast<int64_t>(expert_buckets_->buckets().size()) : 0);
+  }
   // Seconds spent inside reduce_grads() and step()'s collectives in the last update (waiting,
   // not overlapped).
   double comm_seconds() const { return comm_seconds_; }
@@ -109,8 +122,10 @@ class DistributedOptimizer {
   OptimConfig optim_;
   bool zero_ = false, overlap_ = true;
   Communicator* dp_ = nullptr;  // null in a single process
+  Communicator* ep_ = nullptr;  // the expert group, with expert parallelism
   std::vector<OptimTensor> tensors_;
-  std::unique_ptr<GradBuckets> buckets_;
+  std::unique_ptr<GradBuckets> buckets_;         // dense gradients over dp (expert ones too without ep)
+  std::unique_ptr<GradBuckets> expert_buckets_;  // expert gradients over edp (ep > 1, edp > 1)
   std::vector<Piece> pieces_;          // ZeRO-1, in AdamW tensor order
   std::vector<Tensor> piece_values_;   // views of the parameters
   std::vector<Tensor> piece_grads_;    // views of the bucket shards

@@ -1,6 +1,8 @@
 #include "trainer/run_common.h"
 
+#include <cmath>
 #include <filesystem>
+#include <limits>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
@@ -29,9 +31,13 @@ Status refuse_unlanded(const ExperimentConfig& c) {
   if (c.train.device == DeviceChoice::kCuda) {
     return absl::UnimplementedError("train.device: cuda lands with the CUDA backend issue (#11)");
   }
-  if (c.parallel.pp > 1 || c.parallel.ep > 1) {
+  if (c.parallel.pp > 1) {
+    return absl::UnimplementedError("pipeline parallelism (pp > 1) lands with issue #9; dp, zero: 1 and ep run today");
+  }
+  if (c.parallel.ep > 1 && c.train.mode == TrainMode::kGrpo) {
     return absl::UnimplementedError(
-        "pipeline and expert parallelism (pp > 1, ep > 1) land with issues #8 and #9; dp and zero: 1 run today");
+        "parallel.ep > 1 with train.mode grpo: rollouts in lockstep over the expert group are not done yet (#8); "
+        "GRPO runs with data parallelism (ep: 1)");
   }
   return OkStatus();
 }
@@ -88,6 +94,15 @@ StatusOr<DataParallel> DataParallel::join(const ExperimentConfig& c) {
   }
   dp.size = dp.comm->size();
   dp.rank = dp.comm->rank();
+  if (dims.ep() > 1) {  // every rank splits in the same order: its expert group, then its edp group
+    const RankCoord coord = dims.coord(dp.rank);
+    dp.ep_size = dims.ep();
+    dp.ep_rank = coord.ep;
+    dp.edp_rank = coord.edp;
+    dp.edp_size = dims.edp();
+    ASSIGN_OR_RETURN(dp.ep, dp.comm->split(dims.group(dp.rank, ParallelGroup::kEp), "ep"));
+    ASSIGN_OR_RETURN(dp.edp, dp.comm->split(dims.group(dp.rank, ParallelGroup::kEdp), "edp"));
+  }
   LOG(INFO) << "data parallel: " << dims.describe();
   return dp;
 }
@@ -116,7 +131,8 @@ std::vector<OptimTensor> optimizer_tensors(Transformer& model, const OptimConfig
   std::vector<OptimTensor> out;
   for (const ParamRef& p : model.params()) {
     if (!p.param->grad.defined()) continue;  // balancing biases are not trained by gradient
-    out.push_back({p.name, &p.param->value, &p.param->grad, decays(p.kind, config)});
+    out.push_back({p.name, &p.param->value, &p.param->grad, decays(p.kind, config), p.expert, p.row_begin,
+                   p.global_rows});
   }
   return out;
 }
@@ -132,6 +148,39 @@ void backward_micro_batch(Transformer& model, Activations& acts, DistributedOpti
     optimizer.poll();
   };
   model.backward(acts, nullptr, nullptr, &ready);
+}
+
+void add_moe_metrics(MetricRecord& r, const std::vector<MoeStats>& loads, const MoeCommStats& a2a, bool expert_parallel) {
+  if (loads.empty()) return;
+  double lo = std::numeric_limits<double>::infinity(), hi = 0, cv_max = 0;
+  int64_t dropped = 0;
+  for (const MoeStats& s : loads) {
+    double sum = 0, sq = 0, mx = 0;
+    for (int64_t l : s.load) {
+      const double x = static_cast<double>(l);
+      sum += x;
+      sq += x * x;
+      mx = std::max(mx, x);
+      lo = std::min(lo, x);
+      hi = std::max(hi, x);
+    }
+    const double n = static_cast<double>(s.load.size()), mean = sum / n;
+    const double var = std::max(sq / n - mean * mean, 0.0);
+    if (mean > 0) cv_max = std::max(cv_max, std::sqrt(var) / mean);
+    r.add(absl::StrCat("moe", s.block, "_max_load"), mean > 0 ? mx / mean : 0.0);
+    if (s.dropped > 0) r.add(absl::StrCat("moe", s.block, "_dropped"), static_cast<double>(s.dropped));
+    dropped += s.dropped;
+  }
+  r.add("moe_load_min", lo);
+  r.add("moe_load_max", hi);
+  r.add("moe_load_cv", cv_max);
+  if (dropped > 0) r.add("moe_dropped", static_cast<double>(dropped));
+  if (expert_parallel) {
+    r.add("a2a_s", a2a.seconds);
+    r.add("a2a_mb", (a2a.dispatch_bytes + a2a.combine_bytes + a2a.backward_bytes) / 1e6);
+    r.add("a2a_dispatch_bytes", static_cast<double>(a2a.dispatch_bytes));
+    r.add("a2a_slots", static_cast<double>(a2a.slots_sent));
+  }
 }
 
 Batch to_model_batch(const TokenBatch& tb, int64_t vocab) {
@@ -163,6 +212,12 @@ Status init_model_weights(Transformer& model, const ModelConfig& config, uint64_
   model.init(seed);
   const std::string& from = config.init_from;
   if (from.rfind("hf:", 0) == 0) {
+    for (const ParamRef& p : model.params())
+      if (p.sharded()) {
+        return absl::UnimplementedError(
+            "model.init_from hf: with parallel.ep > 1: importing into a sharded layout lands with issue #10; "
+            "export the Hugging Face model to a Strata checkpoint in one process and use ckpt:");
+      }
     RETURN_IF_ERROR(load_hf_weights(model, from.substr(3)));
   } else if (from.rfind("ckpt:", 0) == 0) {
     std::string target = from.substr(5);
@@ -193,7 +248,16 @@ std::vector<CheckpointTensor> run_checkpoint_tensors(Transformer& model, Distrib
                                                      const std::vector<CheckpointTensor>& extra,
                                                      const DataParallel& dp) {
   std::vector<CheckpointTensor> all;
-  for (const ParamRef& p : model.params()) all.push_back(whole_tensor(p.name, p.param->value));
+  std::vector<bool> expert;  // per tensor of `all`: held by this rank's expert group position only
+  for (const ParamRef& p : model.params()) {
+    CheckpointTensor t = whole_tensor(p.name, p.param->value);
+    if (p.global_rows > 0) {  // an expert shard: its rows of the whole tensor
+      t.global_shape[0] = p.global_rows;
+      t.offset[0] = p.row_begin;
+    }
+    all.push_back(t);
+    expert.push_back(p.expert && dp.ep_size > 1);
+  }
   for (const OptimStateSlice& s : optimizer.state_slices()) {
     CheckpointTensor t;
     t.name = s.name;
@@ -204,24 +268,37 @@ std::vector<CheckpointTensor> run_checkpoint_tensors(Transformer& model, Distrib
       t.flat_begin = s.flat_begin;
     } else {
       t.offset.assign(s.global_shape.size(), 0);
+      if (s.expert) t.offset[0] = s.row_begin;
     }
     t.replicated = !s.flat;
     all.push_back(t);
+    expert.push_back(s.expert && dp.ep_size > 1);
   }
   fp8_state = fp8_state_tensors(model.linear_gemms());
-  for (const Fp8StateTensor& s : fp8_state) all.push_back(whole_tensor(s.name, s.value));
-  all.insert(all.end(), extra.begin(), extra.end());
+  for (const Fp8StateTensor& s : fp8_state) {
+    all.push_back(whole_tensor(s.name, s.value));
+    // A routed expert's GEMMs are named "layers.L.moe.experts.E.w_*" (Moe::build): only the
+    // expert's own ranks hold their state.
+    expert.push_back(dp.ep_size > 1 && s.name.find(".moe.experts.") != std::string::npos);
+  }
+  for (const CheckpointTensor& t : extra) {
+    all.push_back(t);
+    expert.push_back(false);
+  }
   if (dp.size == 1) return all;
-  // Every rank holds the replicated tensors alike: rank i % size writes the i-th of them.
+  // Every rank of a group holds its replicated tensors alike: the i-th of them is written by the
+  // group's rank i % size (dense: the dp group; expert shards: the edp group of their holders).
   std::vector<CheckpointTensor> mine;
-  int64_t k = 0;
-  for (CheckpointTensor& t : all) {
+  int64_t k_dense = 0, k_expert = 0;
+  for (size_t i = 0; i < all.size(); ++i) {
+    CheckpointTensor& t = all[i];
     if (t.flat_range) {
       mine.push_back(t);
       continue;
     }
     t.replicated = true;
-    if (k++ % dp.size == dp.rank) mine.push_back(t);
+    const bool write = expert[i] ? k_expert++ % dp.edp_size == dp.edp_rank : k_dense++ % dp.size == dp.rank;
+    if (write) mine.push_back(t);
   }
   return mine;
 }
@@ -235,8 +312,15 @@ Status restore_checkpoint(const Checkpoint& ckpt, Transformer& model, Distribute
     return OkStatus();
   };
   for (const ParamRef& p : model.params()) {
-    RETURN_IF_ERROR(check_shape(p.name, shape_of(p.param->value)));
-    RETURN_IF_ERROR(ckpt.read_flat(p.name, 0, p.param->value.numel(), p.param->value.f32()));
+    std::vector<int64_t> shape = shape_of(p.param->value);
+    const int64_t n = p.param->value.numel();
+    int64_t begin = 0;
+    if (p.global_rows > 0) {  // an expert shard reads its rows
+      begin = p.row_begin * (n / shape[0]);
+      shape[0] = p.global_rows;
+    }
+    RETURN_IF_ERROR(check_shape(p.name, shape));
+    RETURN_IF_ERROR(ckpt.read_flat(p.name, begin, n, p.param->value.f32()));
   }
   if (optimizer != nullptr) {
     for (const OptimStateSlice& s : optimizer->state_slices()) RETURN_IF_ERROR(check_shape(s.name, s.global_shape));

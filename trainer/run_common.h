@@ -18,6 +18,7 @@
 #include "parallel/communicator.h"
 #include "trainer/checkpoint.h"
 #include "trainer/experiment_config.h"
+#include "trainer/metrics.h"
 #include "trainer/train.h"
 
 namespace strata {
@@ -32,6 +33,11 @@ Status refuse_unlanded(const ExperimentConfig& c);
 struct DataParallel {
   int size = 1, rank = 0;
   std::unique_ptr<Communicator> comm;  // null in a single process
+  // Expert parallelism (parallel.ep > 1): this rank's expert group (all-to-all dispatch) and
+  // expert-data-parallel group (expert gradients); null otherwise.
+  int64_t ep_size = 1, ep_rank = 0, edp_size = 1, edp_rank = 0;
+  std::unique_ptr<Communicator> ep, edp;
+  ExpertShard experts() const { return {ep_size, ep_rank}; }
   // Joins MPI's world when the process runs under mpirun/srun; validates the layout.
   static StatusOr<DataParallel> join(const ExperimentConfig& c);
   // Sums `data` (n,) over the group in place; nothing in a single process.
@@ -45,6 +51,12 @@ std::vector<OptimTensor> optimizer_tensors(Transformer& model, const OptimConfig
 // optimizer learns which gradients are final as each layer finishes (their bucket reductions
 // start while the rest of the backward runs) and its reductions are polled between layers.
 void backward_micro_batch(Transformer& model, Activations& acts, DistributedOptimizer& optimizer, bool last);
+
+// MoE metrics of one step: per block its busiest expert's load over the mean (moe<b>_max_load)
+// and dropped choices; over all blocks tokens per expert (moe_load_min / max) and the largest
+// coefficient of variation of a block's loads (moe_load_cv), all over the global batch; with
+// expert parallelism this rank's all-to-all time (a2a_s) and bytes sent (a2a_mb).
+void add_moe_metrics(MetricRecord& r, const std::vector<MoeStats>& loads, const MoeCommStats& a2a, bool expert_parallel);
 
 // Creates the run directory, points this rank's log file (rank-XXXXX.log) at it and saves the
 // resolved config (rank 0).

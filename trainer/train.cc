@@ -58,9 +58,11 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
   }
 
   // Model and optimizer.
-  Transformer model(config.model, config.precision);
+  Transformer model(config.model, config.precision, StageSpec{}, dp.experts());
+  model.set_expert_group(dp.ep.get());
   RETURN_IF_ERROR(init_model_weights(model, config.model, seed));
-  DistributedOptimizer optimizer(config.optim, config.parallel, optimizer_tensors(model, config.optim), dp.comm.get());
+  DistributedOptimizer optimizer(config.optim, config.parallel, optimizer_tensors(model, config.optim), dp.comm.get(),
+                                 dp.edp.get(), dp.ep.get());
   LOG(INFO) << absl::StrFormat("model: %s, %.2fM parameters (%.2fM active matmul per token), %d blocks",
                                hf_model_type(config.model.arch), count_elements(model.params()) / 1e6,
                                active_matmul_params(config.model) / 1e6, config.model.n_layers);
@@ -102,7 +104,7 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
     CheckpointMeta meta;
     meta.step = step;
     meta.config_yaml = experiment_config_to_yaml(config);
-    meta.layout = {{"world", dp.size}, {"dp", dp.size}, {"pp", 1}, {"ep", 1}, {"zero", optimizer.sharded() ? 1 : 0}};
+    meta.layout = {{"world", dp.size}, {"dp", dp.size}, {"pp", 1}, {"ep", dp.ep_size}, {"zero", optimizer.sharded() ? 1 : 0}};
     meta.trainer_state = {{"step", step},
                           {"samples_consumed", step * G},
                           {"optimizer_step", optimizer.step_count()},
@@ -135,6 +137,7 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
     double loss = 0.0, aux = 0.0;
     int64_t act_bytes = 0;
     std::vector<MoeStats> loads = model.empty_moe_stats();
+    model.take_moe_comm_stats();  // count this step's all-to-alls only (not evaluation forwards)
     // Data parallelism: this rank's share of the micro-batches. The backward of its last one
     // starts the gradient reductions layer by layer.
     std::vector<int64_t> mine;
@@ -158,15 +161,19 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
     Fp8Events fp8 = fp8_events(gemms);
     if (dp.comm) {
       std::vector<double> sums = {loss, aux, static_cast<double>(fp8.nonfinite)};
-      for (const MoeStats& s : loads)
+      for (const MoeStats& s : loads) {
         for (int64_t l : s.load) sums.push_back(static_cast<double>(l));
+        sums.push_back(static_cast<double>(s.dropped));
+      }
       RETURN_IF_ERROR(dp.sum(sums.data(), static_cast<int64_t>(sums.size())));
       loss = sums[0];
       aux = sums[1];
       fp8.nonfinite = static_cast<int64_t>(sums[2]);
       size_t k = 3;
-      for (MoeStats& s : loads)
+      for (MoeStats& s : loads) {
         for (int64_t& l : s.load) l = static_cast<int64_t>(sums[k++]);
+        s.dropped = static_cast<int64_t>(sums[k++]);
+      }
       if (fp8.nonfinite > 0 && fp8.first.empty()) fp8.first = "another rank's GEMM (see its log)";
     }
     // FP8 quantisation never saturates NaN/Inf away: it poisons the tile, and names it here. The
@@ -195,6 +202,7 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
         model.update_router_biases(loads, static_cast<float>(config.model.moe.bias_update_rate));
       }
     }
+    const MoeCommStats a2a = model.take_moe_comm_stats();
     const int64_t step_tokens = G * T;
     window_tokens += step_tokens;
     ++steps_this_process;
@@ -224,15 +232,7 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
       r.add("act_mb", act_bytes / 1e6);
       if (fp8_delayed) r.add("fp8_saturated", static_cast<double>(fp8.saturated));
       if (bad) r.add("skipped", 1.0);
-      for (const MoeStats& s : loads) {  // load balance of the busiest block: max / mean tokens
-        double mx = 0, sum = 0;
-        for (int64_t l : s.load) {
-          mx = std::max(mx, static_cast<double>(l));
-          sum += static_cast<double>(l);
-        }
-        r.add(absl::StrCat("moe", s.block, "_max_load"), sum > 0 ? mx * s.load.size() / sum : 0.0);
-        if (s.dropped > 0) r.add(absl::StrCat("moe", s.block, "_dropped"), static_cast<double>(s.dropped));
-      }
+      add_moe_metrics(r, loads, a2a, config.parallel.ep > 1);
       LOG(INFO) << format_metric_line(r);
       metrics.write(r);
       window.reset();

@@ -53,7 +53,7 @@ for f in configs/*.yaml; do
 done
 
 # Not landed yet: plain message, exit 3.
-expect "grpo layout not landed" 3 "pipeline and expert parallelism .* land with issues" \
+expect "grpo layout not landed" 3 "parallel.ep > 1 with train.mode grpo: rollouts in lockstep" \
   "$STRATA" train configs/tiny_moe_grpo_countdown.yaml
 expect "tensorboard not written yet" 3 "log.tensorboard: TensorBoard event files are not written yet" \
   "$STRATA" train configs/tiny_dense.yaml --set log.tensorboard=true
