@@ -8,9 +8,11 @@
 #      verifier: the model samples its own rollouts and learns which carries to keep.
 #   3. `strata eval` of both on 500 held-out problems (greedy accuracy, and pass@1 / pass@8 from 8
 #      samples), answers scored leniently on the answer alone, so format learning does not count.
-# Training runs data-parallel on RANKS MPI ranks (default 2, one BLAS thread each, through
-# scripts/launch.sh); it gives the single-process result (tests/cli/dp_parity_test.sh). RANKS=1
-# trains in one process with two BLAS threads instead.
+# Training runs on RANKS MPI ranks (default 2, one BLAS thread each, through scripts/launch.sh),
+# data-parallel with the MoE experts split over them (dp = 2 x ep = 2: each rank holds 4 of the 8
+# experts of every layer and tokens travel to their experts by all-to-all); it gives the
+# single-process result (tests/cli/dp_parity_test.sh, ep_parity_test.sh). EP=1 keeps every
+# expert on every rank; RANKS=1 trains in one process with two BLAS threads.
 #
 #   scripts/run.sh            # results under runs/quickstart_sft/ and runs/quickstart_grpo/
 #   RANKS=1 scripts/run.sh    # the same in one process
@@ -21,6 +23,7 @@ build=${BUILD_DIR:-$root/build}
 "$root/scripts/build.sh"
 cd "$root"
 ranks=${RANKS:-2}
+ep=${EP:-$ranks}  # experts split over the ranks (must divide 8 and the rank count)
 user_threads=${OPENBLAS_NUM_THREADS:-}  # unset: launch.sh gives each rank its share of the cores
 sft=runs/quickstart_sft
 grpo=runs/quickstart_grpo
@@ -29,7 +32,7 @@ train() {  # config
   if [ "$ranks" -gt 1 ]; then
     local threads=(-u OPENBLAS_NUM_THREADS); [ -n "$user_threads" ] && threads=("OPENBLAS_NUM_THREADS=$user_threads")
     env "${threads[@]}" BUILD_DIR="$build" MPIRUN_ARGS="${MPIRUN_ARGS:---mca btl self,vader}" \
-      "$root/scripts/launch.sh" -n "$ranks" -- train "$1"
+      "$root/scripts/launch.sh" -n "$ranks" -- train "$1" --set "parallel.ep=$ep"
   else
     "$build/strata" train "$1"
   fi
@@ -42,7 +45,7 @@ evaluate() {  # checkpoint, output prefix
 accuracy() { grep -o 'accuracy [0-9.]*%' "$1" | cut -d' ' -f2; }
 pass() { grep -o "pass@$2 [0-9.]*%" "$1" | cut -d' ' -f2; }
 
-echo "run: 1/3 SFT warm-up (configs/quickstart_sft.yaml on $ranks rank(s); resumes if a previous run stopped)"
+echo "run: 1/3 SFT warm-up (configs/quickstart_sft.yaml on $ranks rank(s), ep $ep; resumes if a previous run stopped)"
 start=$(date +%s)
 train configs/quickstart_sft.yaml
 sft_s=$(( $(date +%s) - start ))
@@ -51,7 +54,7 @@ prev=$(ls -d "$sft"/checkpoints/step_* | sort | tail -2 | head -1)
 "$build/strata" eval "$prev" --task arithmetic --n 500 > "$sft/eval_previous.txt"
 evaluate "$sft" "$sft/eval"
 
-echo "run: 2/3 GRPO from the SFT checkpoint (configs/quickstart_grpo.yaml on $ranks rank(s))"
+echo "run: 2/3 GRPO from the SFT checkpoint (configs/quickstart_grpo.yaml on $ranks rank(s), ep $ep)"
 start=$(date +%s)
 train configs/quickstart_grpo.yaml
 grpo_s=$(( $(date +%s) - start ))

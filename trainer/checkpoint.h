@@ -44,6 +44,9 @@ struct CheckpointTensor {
   int64_t flat_begin = 0;
   // Held identically by several ranks; a multi-rank save lists it on the one rank that writes it.
   bool replicated = false;
+  // Expert parallelism: held only by the ranks at this rank's position in the expert group (an
+  // expert shard), identically across its edp group; the trainer picks the writer among those.
+  bool expert_shard = false;
 };
 
 struct CheckpointMeta {

@@ -95,14 +95,14 @@ RolloutOptions rollout_options(const GrpoConfig& g, const Tokenizer& tok) {
 StatusOr<std::vector<Scored>> sample_and_score(Transformer& model, const Tokenizer& tok,
                                                const std::vector<Problem>& problems, const RolloutOptions& options,
                                                const RewardSpec& rewards, uint64_t seed, int64_t key_step,
-                                               RolloutResult* stats) {
+                                               RolloutResult* stats, const RolloutLayout& layout) {
   std::vector<std::vector<int32_t>> prompts;
   std::vector<int64_t> indices;
   for (const Problem& p : problems) {
     prompts.push_back(p.prompt_ids);
     indices.push_back(p.index);
   }
-  RolloutResult r = rollout(model, tok, prompts, indices, options, seed, key_step);
+  RolloutResult r = rollout(model, tok, prompts, indices, options, seed, key_step, layout);
   std::vector<Scored> out;
   for (size_t i = 0; i < r.samples.size(); ++i) {
     Scored s;
@@ -193,30 +193,36 @@ struct EvalStats {
 
 // `problems` are this rank's share of the held-out set (`total` problems over all ranks); the
 // figures are over all of them.
-StatusOr<EvalStats> evaluate(Transformer& model, const Tokenizer& tok, const std::vector<Problem>& problems,
-                             int64_t total, const GrpoConfig& g, const RewardSpec& rewards, uint64_t seed,
-                             const DataParallel& dp) {
+// With expert parallelism every rank must decode the same batches: ranks with fewer problems
+// append copies of problem 0 to reach the busiest rank's count; only the first `real` count.
+StatusOr<EvalStats> evaluate(Transformer& model, const Tokenizer& tok, const std::vector<Problem>& padded_problems,
+                             int64_t real, int64_t total, const GrpoConfig& g, const RewardSpec& rewards,
+                             uint64_t seed, const DataParallel& dp, const RolloutLayout& layout) {
   EvalStats e;
   Timer timer;
   RolloutResult stats;
+  const std::vector<Problem>& problems = padded_problems;
   // Fixed keys (step -1): every evaluation of a run samples with the same randomness.
   RolloutOptions greedy = rollout_options(g, tok);
   greedy.group_size = 1;
   greedy.sampling.temperature = 0.0f;
-  ASSIGN_OR_RETURN(std::vector<Scored> gs, sample_and_score(model, tok, problems, greedy, rewards, seed, -1, &stats));
-  for (const Scored& s : gs) e.greedy_accuracy += s.correct;
   RolloutOptions sampled = rollout_options(g, tok);
   sampled.group_size = g.eval_samples;
-  ASSIGN_OR_RETURN(std::vector<Scored> ss, sample_and_score(model, tok, problems, sampled, rewards, seed, -1, &stats));
-  std::vector<SampleCounts> counts(problems.size());
-  for (size_t i = 0; i < ss.size(); ++i) {
+  std::vector<Scored> gs, ss;
+  if (!problems.empty()) {  // a rank may hold none of a small held-out set (dp > problems)
+    ASSIGN_OR_RETURN(gs, sample_and_score(model, tok, problems, greedy, rewards, seed, -1, &stats, layout));
+    ASSIGN_OR_RETURN(ss, sample_and_score(model, tok, problems, sampled, rewards, seed, -1, &stats, layout));
+  }
+  for (int64_t i = 0; i < real; ++i) e.greedy_accuracy += gs[static_cast<size_t>(i)].correct;
+  std::vector<SampleCounts> counts(static_cast<size_t>(real));
+  for (size_t i = 0; i < static_cast<size_t>(real * g.eval_samples); ++i) {
     SampleCounts& c = counts[i / static_cast<size_t>(g.eval_samples)];
     c.n++;
     c.correct += ss[i].correct;
     e.mean_reward += ss[i].reward.total;
   }
-  const double n = static_cast<double>(problems.size());
-  if (!problems.empty()) {  // sums over this rank's problems
+  const double n = static_cast<double>(real);
+  if (real > 0) {  // sums over this rank's problems
     ASSIGN_OR_RETURN(e.pass_at_1, mean_pass_at_k(counts, 1));
     ASSIGN_OR_RETURN(e.pass_at_k, mean_pass_at_k(counts, g.eval_samples));
     e.pass_at_1 *= n;
@@ -294,8 +300,8 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
   const bool r1 = config.data.r1_template;
 
   // Held-out problems, fixed for the run.
-  std::vector<Problem> eval_problems;  // this rank's share
-  int64_t eval_total = 0;
+  std::vector<Problem> eval_problems;  // this rank's share, then (ep > 1) padding
+  int64_t eval_total = 0, eval_real = 0;
   {
     auto el = DataLoader::create(config.data, *tok, seed, Split::kEval);
     if (el.ok()) {
@@ -304,21 +310,42 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
         ASSIGN_OR_RETURN(Problem p, make_problem(**el, i, i, *tok, r1));
         eval_problems.push_back(std::move(p));
       }
+      eval_real = static_cast<int64_t>(eval_problems.size());
+      // Expert parallelism decodes in lockstep: every rank runs as many problems as the busiest.
+      const int64_t most = (eval_total + dp.size - 1) / dp.size;
+      while (dp.ep_size > 1 && eval_total > 0 && static_cast<int64_t>(eval_problems.size()) < most) {
+        ASSIGN_OR_RETURN(Problem p, make_problem(**el, 0, 0, *tok, r1));
+        eval_problems.push_back(std::move(p));
+      }
     } else {
       LOG(WARN) << "no held-out split (" << el.status().message() << "): no evaluation";
     }
   }
 
-  Transformer model(config.model, config.precision);
+  Transformer model(config.model, config.precision, StageSpec{}, dp.experts());
+  model.set_expert_group(dp.ep.get());
   RETURN_IF_ERROR(init_model_weights(model, config.model, seed));
-  DistributedOptimizer optimizer(config.optim, config.parallel, optimizer_tensors(model, config.optim), dp.comm.get());
+  DistributedOptimizer optimizer(config.optim, config.parallel, optimizer_tensors(model, config.optim), dp.comm.get(),
+                                 dp.edp.get(), dp.ep.get());
+  // Expert parallelism: MoE layers exchange tokens in every forward, so decoding runs in lockstep
+  // over the expert group (the most steps any rank needs; finished ranks keep stepping).
+  RolloutLayout layout;
+  if (dp.ep) {
+    layout.any_active = [&dp](bool local) {
+      double v = local ? 1.0 : 0.0;
+      const Status st = dp.ep->all_reduce(&v, 1, ReduceOp::kMax);
+      CHECK(st.ok()) << "rollout lockstep: " << st.message();
+      return v > 0.0;
+    };
+  }
   const std::vector<LinearGemm*> gemms = model.linear_gemms();
   const bool fp8_delayed =
       config.precision.mode == PrecisionMode::kFp8 && config.precision.fp8.recipe == Fp8Recipe::kTensorwiseDelayed;
   // The frozen reference policy, only when the KL term needs it.
   std::unique_ptr<Transformer> ref;
   if (g.beta > 0) {
-    ref = std::make_unique<Transformer>(config.model, config.precision);
+    ref = std::make_unique<Transformer>(config.model, config.precision, StageSpec{}, dp.experts());
+    ref->set_expert_group(dp.ep.get());
     copy_weights(model, *ref);
   }
   LOG(INFO) << absl::StrFormat("GRPO: %d prompts x %d samples per step, %d steps, loss %s, beta %g%s",
@@ -345,7 +372,7 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
           return absl::NotFoundError(absl::StrCat(resume_dir, ": no reference policy tensor ", name,
                                                   " (saved with grpo.beta = 0?)"));
         }
-        RETURN_IF_ERROR(ckpt.read_flat(name, 0, p.param->value.numel(), p.param->value.f32()));
+        RETURN_IF_ERROR(read_param(ckpt, name, p));
       }
       ref->mark_weights_changed();
     }
@@ -372,7 +399,7 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
                           {"seed", tc.seed}};
     std::vector<CheckpointTensor> extra;
     if (ref)
-      for (const ParamRef& p : ref->params()) extra.push_back(whole_tensor("ref." + p.name, p.param->value));
+      for (const ParamRef& p : ref->params()) extra.push_back(param_tensor("ref." + p.name, p));
     std::vector<Fp8StateTensor> fp8_state;
     Timer t;
     RETURN_IF_ERROR(save_checkpoint(checkpoint_root_of(config), meta,
@@ -383,7 +410,8 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
   };
   auto run_eval = [&](int64_t done) -> Status {
     if (eval_total == 0) return OkStatus();
-    ASSIGN_OR_RETURN(EvalStats e, evaluate(model, *tok, eval_problems, eval_total, g, rewards, seed, dp));
+    ASSIGN_OR_RETURN(EvalStats e,
+                     evaluate(model, *tok, eval_problems, eval_real, eval_total, g, rewards, seed, dp, layout));
     MetricRecord r;
     r.kind = "eval";
     r.step = done;
@@ -425,7 +453,7 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
       cursor += P;
       std::vector<Problem> round(problems.begin() + static_cast<std::ptrdiff_t>(first_new), problems.end());
       ASSIGN_OR_RETURN(std::vector<Scored> scored,
-                       sample_and_score(model, *tok, round, ropts, rewards, seed, step * 64 + rounds, &rstats));
+                       sample_and_score(model, *tok, round, ropts, rewards, seed, step * 64 + rounds, &rstats, layout));
       for (size_t k = 0; k < scored.size(); ++k)  // point at the stable copies
         scored[k].problem = &problems[first_new + k / static_cast<size_t>(G)];
       // Every group's rewards on every rank, so all select the same groups.
@@ -479,6 +507,24 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
       micro.push_back(make_micro_batch(batch, b, std::min<int64_t>(b + mb_rows, static_cast<int64_t>(batch.size())), V,
                                        logit_scale, g.overlong_filter));
     }
+    // The aux losses' share of each micro-batch counts every rank's micro-batches.
+    double global_micro = static_cast<double>(micro.size());
+    RETURN_IF_ERROR(dp.sum(&global_micro, 1));
+    // Expert parallelism: every forward exchanges tokens over the expert group, so every rank runs
+    // as many micro-batches as the busiest, padding with empty ones (one token, no target).
+    if (dp.ep) {
+      double most = static_cast<double>(micro.size());
+      RETURN_IF_ERROR(dp.ep->all_reduce(&most, 1, ReduceOp::kMax));
+      while (static_cast<double>(micro.size()) < most) {
+        MicroBatch pad;
+        pad.batch.B = 1;
+        pad.batch.T = 1;
+        pad.batch.tokens = {0};
+        pad.batch.targets = {-1};
+        pad.batch.finalize(V);
+        micro.push_back(std::move(pad));
+      }
+    }
     // logp_old from the rollout weights' own forward (only needed for num_iterations > 1: with
     // one update the old policy is the current one and the ratio is exactly 1).
     std::vector<std::vector<std::vector<float>>> old_logp, ref_logp;
@@ -503,8 +549,6 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
     std::vector<MoeStats> loads = model.empty_moe_stats();
     const double lr = lr_at(config.optim, step, tc.steps);
     // Every rank takes part in every update, also one whose groups were all filtered out.
-    double global_micro = static_cast<double>(micro.size());
-    RETURN_IF_ERROR(dp.sum(&global_micro, 1));
     for (int64_t it = 0; it < g.num_iterations && !rs.empty(); ++it) {
       optimizer.zero_grads();
       fp8_reset_step(gemms);  // amaxes of this update only (not rollouts or re-scoring forwards)
@@ -512,9 +556,10 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
       for (size_t mi = 0; mi < micro.size(); ++mi) {
         const MicroBatch& m = micro[mi];
         Activations acts;
-        model.forward(m.batch, acts, 1.0, nullptr, nullptr, 1.0 / global_micro);  // CE unused
+        const bool padding = m.rows.empty();
+        model.forward(m.batch, acts, 1.0, nullptr, nullptr, padding ? 0.0 : 1.0 / global_micro);  // CE unused
         it_loss += acts.aux_loss;
-        if (it == 0) {
+        if (it == 0 && !padding) {
           entropy += entropy_sum(acts, m.batch, V, &entropy_count);
           std::vector<MoeStats> s = model.moe_stats(acts);
           for (size_t i = 0; i < s.size(); ++i)

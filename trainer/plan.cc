@@ -338,7 +338,7 @@ std::string mb(int64_t bytes) { return absl::StrFormat("%10.2f MB", bytes / 1e6)
 
 }  // namespace
 
-std::vector<PlannedParam> plan_parameters(const ModelConfig& m) {
+std::vector<PlannedParam> plan_parameters(const ModelConfig& m, int64_t ep) {
   const int64_t V = m.vocab_size, C = m.d_model, D = m.resolved_head_dim(), qd = m.n_heads * D, kd = m.n_kv_heads * D;
   std::vector<PlannedParam> out;
   out.push_back({"embed", V * C});
@@ -358,8 +358,9 @@ std::vector<PlannedParam> plan_parameters(const ModelConfig& m) {
     const int64_t E = m.moe.n_experts, Fe = m.moe.expert_ffn_hidden, Fs = m.resolved_shared_ffn_hidden();
     out.push_back({b + "moe.router", E * C});
     if (m.moe.scoring == RouterScoring::kSigmoid) out.push_back({b + "moe.router_bias", E, /*trained=*/false});
-    out.insert(out.end(), {{b + "moe.experts.w_gate", E * Fe * C}, {b + "moe.experts.w_up", E * Fe * C},
-                           {b + "moe.experts.w_down", E * C * Fe}});
+    const int64_t El = E / std::max<int64_t>(ep, 1);
+    out.insert(out.end(), {{b + "moe.experts.w_gate", El * Fe * C, true, true}, {b + "moe.experts.w_up", El * Fe * C, true, true},
+                           {b + "moe.experts.w_down", El * C * Fe, true, true}});
     if (m.moe.n_shared_experts > 0) {
       out.insert(out.end(), {{b + "moe.shared.w_gate", Fs * C}, {b + "moe.shared.w_up", Fs * C},
                              {b + "moe.shared.w_down", C * Fs}});
@@ -395,22 +396,37 @@ StatusOr<TrainingPlan> make_training_plan(const ExperimentConfig& config, int64_
   if (Status s = refuse_unlanded(config); !s.ok()) p.refused = std::string(s.message());
 
   const std::vector<PlannedParam> params = plan_parameters(m);
-  std::vector<int64_t> trained_reversed;  // bucket fill order: backward's, last parameter first
   for (const PlannedParam& q : params) {
     p.model_params += q.numel;
     if (q.trained) p.trained_params += q.numel;
   }
-  for (size_t i = params.size(); i-- > 0;)
-    if (params[i].trained) trained_reversed.push_back(params[i].numel);
   int64_t moe_blocks = 0;
   for (int64_t i = 0; i < m.n_layers; ++i) moe_blocks += m.is_moe_block(i);
   p.model = absl::StrFormat("%s, %d blocks (%d MoE), %.2fM parameters", hf_model_type(m.arch), m.n_layers,
                             moe_blocks, p.model_params / 1e6);
 
-  if (p.pp > 1 || p.ep > 1) {
-    p.not_modelled = "pipeline and expert parallelism (pp > 1, ep > 1) land with issues #8 and #9: "
-                     "per-rank memory and communication are not modelled for them yet";
+  if (p.pp > 1) {
+    p.not_modelled = "pipeline parallelism (pp > 1) lands with issue #9: per-rank memory and communication are not "
+                     "modelled for it yet";
     return p;
+  }
+  // Expert parallelism: this rank's experts, and the dense / expert split of its gradients.
+  const std::vector<PlannedParam> local = plan_parameters(m, p.ep);
+  std::vector<int64_t> dense_reversed, expert_reversed;  // bucket fill order: backward's, last first
+  int64_t local_params = 0, local_trained = 0;
+  for (const PlannedParam& q : local) {
+    local_params += q.numel;
+    if (q.trained) local_trained += q.numel;
+  }
+  for (size_t i = local.size(); i-- > 0;) {
+    if (!local[i].trained) continue;
+    (p.ep > 1 && local[i].expert ? expert_reversed : dense_reversed).push_back(local[i].numel);
+  }
+  if (p.ep > 1) {
+    const int64_t El = m.moe.n_experts / p.ep;
+    p.notes.push_back(absl::StrCat("experts: ep rank q holds experts [", El, "q, ", El, "(q+1)) of every MoE block (",
+                                   El, " of ", m.moe.n_experts, "); their gradients are reduced over edp = ",
+                                   p.dp / p.ep, " ranks"));
   }
 
   // Persistent tensors.
@@ -419,16 +435,24 @@ StatusOr<TrainingPlan> make_training_plan(const ExperimentConfig& config, int64_
   const bool buckets = p.dp > 1;
   const bool zero1 = buckets && p.zero >= 1;
   p.zero = zero1 ? 1 : 0;  // what runs: ZeRO-1 needs a dp group
-  mem.parameters = p.model_params * kF;
-  mem.gradients = p.trained_params * kF;
-  mem.optimizer = 2 * moment * p.trained_params;
-  if (grpo && config.grpo.beta > 0) mem.reference_model = mem.parameters + p.trained_params * kF;
+  mem.parameters = local_params * kF;
+  mem.gradients = local_trained * kF;
+  mem.optimizer = 2 * moment * local_trained;
+  if (grpo && config.grpo.beta > 0) mem.reference_model = mem.parameters + local_trained * kF;
+  const int64_t edp = p.dp / p.ep;
+  int64_t expert_padded = 0;  // expert gradients in buckets over edp (ep > 1, edp > 1)
+  if (buckets && p.ep > 1 && edp > 1) {
+    for (int64_t n : plan_buckets(expert_reversed, config.parallel.bucket_mb, edp).padded) expert_padded += n;
+  }
   if (buckets) {
-    const BucketLayout layout = plan_buckets(trained_reversed, config.parallel.bucket_mb, p.dp);
+    const BucketLayout layout = plan_buckets(dense_reversed, config.parallel.bucket_mb, p.dp);
     p.bucket_elements = layout.padded;
     int64_t padded = 0;
     for (int64_t n : layout.padded) padded += n;
-    mem.gradients = padded * kF;
+    int64_t expert_plain = 0;  // expert gradients left in place (edp = 1)
+    if (p.ep > 1 && edp == 1)
+      for (int64_t n : expert_reversed) expert_plain += n;
+    mem.gradients = (padded + expert_padded + expert_plain) * kF;
     if (zero1) {
       mem.grad_shards = padded / p.dp * kF;
       int64_t most = -1;
@@ -441,7 +465,7 @@ StatusOr<TrainingPlan> make_training_plan(const ExperimentConfig& config, int64_
       }
       mem.optimizer = 2 * moment * most;
     }
-    mem.startup_peak = mem.parameters + p.trained_params * kF + mem.gradients + mem.grad_shards;
+    mem.startup_peak = mem.parameters + local_trained * kF + mem.gradients + mem.grad_shards;
   }
 
   // Activations: this rank's micro-batches of every step.
@@ -482,6 +506,17 @@ StatusOr<TrainingPlan> make_training_plan(const ExperimentConfig& config, int64_
     } else {
       p.comm.push_back({"gradient all-reduce", ring(2, grad_bytes)});
     }
+    if (expert_padded > 0) {
+      p.comm.push_back({"expert gradient all-reduce (edp)",
+                        static_cast<int64_t>(std::llround(2.0 * (edp - 1) / edp * static_cast<double>(expert_padded * kF)))});
+    }
+    if (p.ep > 1 && !grpo) {
+      // Per MoE block and micro-batch: dispatch and combine forward, both again backward, each
+      // sending the slots bound for other ranks: (ep - 1) / ep of N*K rows under balanced routing.
+      const double rows = static_cast<double>(mbs * config.data.seq_len * m.moe.top_k) * (p.ep - 1) / p.ep;
+      const double per_step = 4.0 * rows * m.d_model * kF * moe_blocks * static_cast<double>(G / mbs / p.dp);
+      p.comm.push_back({"MoE all-to-all (balanced routing)", static_cast<int64_t>(std::llround(per_step))});
+    }
     int64_t fp8_gemms = 0;
     if (config.precision.mode == PrecisionMode::kFp8 && config.precision.fp8.recipe == Fp8Recipe::kTensorwiseDelayed) {
       for (const GemmShape& g : gemm_shapes(m))
@@ -498,6 +533,10 @@ StatusOr<TrainingPlan> make_training_plan(const ExperimentConfig& config, int64_
   if (!grpo) {
     p.notes.push_back(absl::StrCat("a micro-batch is ", p.rows, " x ", p.seq_len, " tokens (data.micro_batch_size x "
                                    "data.seq_len); one micro-batch's activations are alive at a time"));
+  }
+  if (p.ep > 1) {
+    p.notes.push_back("ep > 1: activations assume balanced routing (each rank's experts receive as many slots as it "
+                      "sends); real peaks move with the routing imbalance");
   }
   if (m.is_moe()) {
     p.notes.push_back(m.moe.capacity_factor > 0

@@ -28,8 +28,10 @@ struct PlannedParam {
   std::string name;     // global name, as Transformer::params() has it
   int64_t numel = 0;
   bool trained = true;  // false: the router's balancing bias (no gradient, no optimizer state)
+  bool expert = false;  // a routed-expert tensor: n_experts / ep of it per rank, reduced over edp
 };
-std::vector<PlannedParam> plan_parameters(const ModelConfig& model);
+// ep > 1: the routed-expert tensors hold n_experts / ep experts (Moe::build with an ExpertShard).
+std::vector<PlannedParam> plan_parameters(const ModelConfig& model, int64_t ep = 1);
 
 // One micro-batch (rows x seq_len tokens) through the forward and backward of the whole model.
 struct ActivationPlan {

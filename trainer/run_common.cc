@@ -31,13 +31,17 @@ Status refuse_unlanded(const ExperimentConfig& c) {
   if (c.train.device == DeviceChoice::kCuda) {
     return absl::UnimplementedError("train.device: cuda lands with the CUDA backend issue (#11)");
   }
+  if (c.parallel.dispatch_fp8) {
+    return absl::UnimplementedError(
+        "parallel.dispatch_fp8: the fp8 MoE dispatch payload is not implemented yet (#8); dispatch sends fp32 rows");
+  }
+  if (c.parallel.deterministic) {
+    return absl::UnimplementedError(
+        "parallel.deterministic: fixed-order (bitwise layout-invariant) reductions are not implemented yet; layouts "
+        "match one process within the measured noise floor");
+  }
   if (c.parallel.pp > 1) {
     return absl::UnimplementedError("pipeline parallelism (pp > 1) lands with issue #9; dp, zero: 1 and ep run today");
-  }
-  if (c.parallel.ep > 1 && c.train.mode == TrainMode::kGrpo) {
-    return absl::UnimplementedError(
-        "parallel.ep > 1 with train.mode grpo: rollouts in lockstep over the expert group are not done yet (#8); "
-        "GRPO runs with data parallelism (ep: 1)");
   }
   return OkStatus();
 }
@@ -199,6 +203,31 @@ std::vector<int64_t> shape_of(const Tensor& t) {
   return s;
 }
 
+CheckpointTensor param_tensor(const std::string& name, const ParamRef& p) {
+  CheckpointTensor t = whole_tensor(name, p.param->value);
+  if (p.sharded()) {  // an expert shard: its rows of the whole tensor
+    t.global_shape[0] = p.global_rows;
+    t.offset[0] = p.row_begin;
+    t.expert_shard = true;
+  }
+  return t;
+}
+
+Status read_param(const Checkpoint& ckpt, const std::string& name, const ParamRef& p) {
+  std::vector<int64_t> shape = shape_of(p.param->value);
+  const int64_t n = p.param->value.numel();
+  int64_t begin = 0;
+  if (p.global_rows > 0) {  // an expert shard reads its rows
+    begin = p.row_begin * (n / shape[0]);
+    shape[0] = p.global_rows;
+  }
+  if (!ckpt.has_tensor(name)) return absl::NotFoundError(absl::StrCat("checkpoint has no tensor ", name));
+  if (ckpt.global_shape(name) != shape) {
+    return absl::InvalidArgumentError(absl::StrCat("checkpoint tensor ", name, " has another shape than the model"));
+  }
+  return ckpt.read_flat(name, begin, n, p.param->value.f32());
+}
+
 CheckpointTensor whole_tensor(const std::string& name, const Tensor& t) {
   CheckpointTensor ct;
   ct.name = name;
@@ -248,16 +277,7 @@ std::vector<CheckpointTensor> run_checkpoint_tensors(Transformer& model, Distrib
                                                      const std::vector<CheckpointTensor>& extra,
                                                      const DataParallel& dp) {
   std::vector<CheckpointTensor> all;
-  std::vector<bool> expert;  // per tensor of `all`: held by this rank's expert group position only
-  for (const ParamRef& p : model.params()) {
-    CheckpointTensor t = whole_tensor(p.name, p.param->value);
-    if (p.global_rows > 0) {  // an expert shard: its rows of the whole tensor
-      t.global_shape[0] = p.global_rows;
-      t.offset[0] = p.row_begin;
-    }
-    all.push_back(t);
-    expert.push_back(p.expert && dp.ep_size > 1);
-  }
+  for (const ParamRef& p : model.params()) all.push_back(param_tensor(p.name, p));
   for (const OptimStateSlice& s : optimizer.state_slices()) {
     CheckpointTensor t;
     t.name = s.name;
@@ -271,20 +291,17 @@ std::vector<CheckpointTensor> run_checkpoint_tensors(Transformer& model, Distrib
       if (s.expert) t.offset[0] = s.row_begin;
     }
     t.replicated = !s.flat;
+    t.expert_shard = s.expert && s.global_shape[0] != s.tensor->shape()[0];
     all.push_back(t);
-    expert.push_back(s.expert && dp.ep_size > 1);
   }
   fp8_state = fp8_state_tensors(model.linear_gemms());
   for (const Fp8StateTensor& s : fp8_state) {
     all.push_back(whole_tensor(s.name, s.value));
     // A routed expert's GEMMs are named "layers.L.moe.experts.E.w_*" (Moe::build): only the
     // expert's own ranks hold their state.
-    expert.push_back(dp.ep_size > 1 && s.name.find(".moe.experts.") != std::string::npos);
+    all.back().expert_shard = dp.ep_size > 1 && s.name.find(".moe.experts.") != std::string::npos;
   }
-  for (const CheckpointTensor& t : extra) {
-    all.push_back(t);
-    expert.push_back(false);
-  }
+  all.insert(all.end(), extra.begin(), extra.end());
   if (dp.size == 1) return all;
   // Every rank of a group holds its replicated tensors alike: the i-th of them is written by the
   // group's rank i % size (dense: the dp group; expert shards: the edp group of their holders).
@@ -297,7 +314,7 @@ std::vector<CheckpointTensor> run_checkpoint_tensors(Transformer& model, Distrib
       continue;
     }
     t.replicated = true;
-    const bool write = expert[i] ? k_expert++ % dp.edp_size == dp.edp_rank : k_dense++ % dp.size == dp.rank;
+    const bool write = t.expert_shard ? k_expert++ % dp.edp_size == dp.edp_rank : k_dense++ % dp.size == dp.rank;
     if (write) mine.push_back(t);
   }
   return mine;
@@ -311,17 +328,7 @@ Status restore_checkpoint(const Checkpoint& ckpt, Transformer& model, Distribute
     }
     return OkStatus();
   };
-  for (const ParamRef& p : model.params()) {
-    std::vector<int64_t> shape = shape_of(p.param->value);
-    const int64_t n = p.param->value.numel();
-    int64_t begin = 0;
-    if (p.global_rows > 0) {  // an expert shard reads its rows
-      begin = p.row_begin * (n / shape[0]);
-      shape[0] = p.global_rows;
-    }
-    RETURN_IF_ERROR(check_shape(p.name, shape));
-    RETURN_IF_ERROR(ckpt.read_flat(p.name, begin, n, p.param->value.f32()));
-  }
+  for (const ParamRef& p : model.params()) RETURN_IF_ERROR(read_param(ckpt, p.name, p));
   if (optimizer != nullptr) {
     for (const OptimStateSlice& s : optimizer->state_slices()) RETURN_IF_ERROR(check_shape(s.name, s.global_shape));
     RETURN_IF_ERROR(optimizer->load_state([&](const std::string& name, int64_t begin, int64_t count, float* out) {

@@ -65,6 +65,11 @@ StatusOr<std::string> open_run_dir(const ExperimentConfig& c);
 // data.tokenizer, checked against model.vocab_size.
 StatusOr<std::unique_ptr<Tokenizer>> load_run_tokenizer(const ExperimentConfig& c);
 
+// A parameter as a checkpoint tensor named `name`: the whole tensor, or with expert parallelism
+// the rows of the global tensor this rank holds. read_param reads it back the same way.
+CheckpointTensor param_tensor(const std::string& name, const ParamRef& p);
+Status read_param(const Checkpoint& ckpt, const std::string& name, const ParamRef& p);
+
 Batch to_model_batch(const TokenBatch& tb, int64_t vocab);
 std::vector<int64_t> shape_of(const Tensor& t);
 

@@ -53,8 +53,12 @@ for f in configs/*.yaml; do
 done
 
 # Not landed yet: plain message, exit 3.
-expect "grpo layout not landed" 3 "parallel.ep > 1 with train.mode grpo: rollouts in lockstep" \
+expect "a layout the job does not have" 2 "parallel.dp: pp x dp = 1 x 2 = 2 ranks, but the job has 1" \
   "$STRATA" train configs/tiny_moe_grpo_countdown.yaml
+expect "fp8 dispatch not landed" 3 "parallel.dispatch_fp8: the fp8 MoE dispatch payload is not implemented yet" \
+  "$STRATA" train configs/tiny_moe_sft.yaml --set parallel.dispatch_fp8=true
+expect "pipeline not landed" 3 "pipeline parallelism \(pp > 1\) lands with issue #9" \
+  "$STRATA" train configs/tiny_dense.yaml --set parallel.pp=2 --set parallel.dp=1
 expect "tensorboard not written yet" 3 "log.tensorboard: TensorBoard event files are not written yet" \
   "$STRATA" train configs/tiny_dense.yaml --set log.tensorboard=true
 # strata plan: layout, per-rank memory and communication from the config alone; bad layouts exit 2.

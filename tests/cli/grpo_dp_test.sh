@@ -7,7 +7,8 @@
 # all zero on a random model), which must run on both ranks (the ones holding the rollouts), once
 # per rank. A frozen reference (beta > 0) and two iterations per step exercise the global
 # denominators, the KL and the ratio; the held-out evaluation is split over the ranks and gives
-# one process's figures. Then the dp = 2 checkpoint resumes in one process.
+# one process's figures. Then the dp = 2 checkpoint resumes in one process. Last, the tiny MoE
+# under expert parallelism (ep = 2, and ep = 2 x edp = 2) against one process the same way.
 set -u
 root=${1:?repository root}
 cd "$root" || exit 1
@@ -40,17 +41,23 @@ max() { awk -v a="$1" -v b="$2" 'BEGIN { print (a > b ? a : b) }'; }
 le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; }
 weight_rel() { python3 "$root/tests/cli/ckpt_compare.py" "$tmp/$1/checkpoints/step_000001" "$tmp/$2/checkpoints/step_000001" | tail -1 | cut -d' ' -f2; }
 step1() { grep '"step":1,' "$tmp/$1/samples.jsonl"; }
+# floor PREFIX: one process at micro-batches of 4 (PREFIXone, the reference), 8 and 16; sets
+# floor_g and floor_w to the largest first-step difference of any two.
+floor() {
+  local a b
+  run "${1}one" 0 --set data.micro_batch_size=4
+  run "${1}mb8" 0 --set data.micro_batch_size=8
+  run "${1}mb16" 0 --set data.micro_batch_size=16
+  floor_g=0; floor_w=0
+  for pair in "one mb8" "one mb16" "mb8 mb16"; do
+    read -r a b <<< "$pair"
+    floor_g=$(max "$floor_g" "$(rel "$(step_gnorm "$1$a" 1)" "$(step_gnorm "$1$b" 1)")")
+    floor_w=$(max "$floor_w" "$(weight_rel "$1$a" "$1$b")")
+  done
+}
 
-run one 0 --set data.micro_batch_size=4
-run mb8 0 --set data.micro_batch_size=8
-run mb16 0 --set data.micro_batch_size=16
+floor ""
 run two 2 --set data.micro_batch_size=4
-floor_g=0; floor_w=0
-for pair in "one mb8" "one mb16" "mb8 mb16"; do
-  read -r a b <<< "$pair"
-  floor_g=$(max "$floor_g" "$(rel "$(step_gnorm "$a" 1)" "$(step_gnorm "$b" 1)")")
-  floor_w=$(max "$floor_w" "$(weight_rel "$a" "$b")")
-done
 l=$(rel "$(step_gnorm one 1)" "$(step_gnorm two 1)"); w=$(weight_rel one two)
 echo "noise floor of the first step: grad norm $floor_g, weights $floor_w; dp=2: grad norm $l, weights $w"
 echo "first step grad norm: $(step_gnorm one 1) (one process), $(step_gnorm two 1) (dp=2)"
@@ -70,5 +77,26 @@ check "rank 0 alone prints the step lines" "[ \$(grep -c '^step' $tmp/two.log) -
 run resumed 0 --set data.micro_batch_size=4 --resume "$tmp/two/checkpoints/step_000001"
 check "the dp=2 checkpoint resumes in one process at step 1" "grep -q 'at step 1' $tmp/resumed.log"
 check "... and continues with 2 more steps" "[ \$(grep -c '\"kind\":\"train\"' $tmp/resumed/metrics.jsonl) -eq 2 ]"
+
+# The same on the tiny MoE with expert parallelism: ep = 2 (dp = 2) and ep = 2 x edp = 2 (dp = 4,
+# oversubscribed) decode in lockstep over the expert group and give one process's step-1
+# rollouts and first step; the held-out set of 5 problems leaves ranks unequal (padded).
+common[0]=configs/tiny_moe_sft.yaml
+common+=(--set data.task=arithmetic --set model.moe.aux_loss=seq --set grpo.eval_problems=5 --set optim.warmup_steps=0)
+floor moe_
+echo "MoE noise floor of the first step: grad norm $floor_g, weights $floor_w"
+for layout in "2 2" "4 2"; do
+  read -r ranks ep <<< "$layout"
+  name=moe_np${ranks}_ep${ep}
+  run "$name" "$ranks" --set data.micro_batch_size=4 --set "parallel.ep=$ep"
+  l=$(rel "$(step_gnorm moe_one 1)" "$(step_gnorm "$name" 1)"); w=$(weight_rel moe_one "$name")
+  echo "$name: grad norm $l, weights $w"
+  check "$name: step-1 rollouts equal one process's" "[ \"\$(step1 moe_one)\" = \"\$(step1 $name)\" ] && [ \$(step1 $name | wc -l) -eq 16 ]"
+  check "$name: first-step gradient norm within 4x the floor ($l)" "le $l \$(awk -v f=$floor_g 'BEGIN { print 4 * f }')"
+  check "$name: weights after the first step within 4x the floor ($w)" "le $w \$(awk -v f=$floor_w 'BEGIN { print 4 * f }')"
+  check "$name: the padded held-out evaluation gives one process's reward" \
+    "le \$(rel \$(grep '\"kind\":\"eval\"' $tmp/moe_one/metrics.jsonl | tail -1 | sed -E 's/.*\"eval_reward\":([^,}]*).*/\1/') \$(grep '\"kind\":\"eval\"' $tmp/$name/metrics.jsonl | tail -1 | sed -E 's/.*\"eval_reward\":([^,}]*).*/\1/')) 1e-3"
+done
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
