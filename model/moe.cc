@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <numeric>
@@ -9,6 +10,7 @@
 #include "core/check.h"
 #include "core/timer.h"
 #include "kernels/ops.h"
+#include "kernels/quant.h"
 
 namespace strata {
 namespace {
@@ -95,6 +97,41 @@ Tensor dispatch_rows(Moe& m, const MoeSaved& s, const Tensor& rows, int64_t C, i
   m.comm.seconds += t.seconds();
   CHECK(st.ok()) << "MoE dispatch: " << st.message();
   reorder_rows(s, m.P, m.El, got.f32(), out.f32(), C, /*to_expert_major=*/true);
+  return out;
+}
+
+// Dispatch of the forward's token rows in fp8: each row as C E4M3 codes followed by its
+// ceil(C / 128) fp32 tile scales; the owner dequantises them -> (Mr, C) expert-major.
+Tensor dispatch_rows_fp8(Moe& m, const MoeSaved& s, const Tensor& rows, int64_t C, int64_t* bytes) {
+  const int64_t n_scales = quant_tile_count(1, C, kTile1x128);
+  const int64_t row_bytes = C + n_scales * static_cast<int64_t>(sizeof(float));
+  std::vector<uint8_t> packed(static_cast<size_t>(std::max<int64_t>(s.M, 1) * row_bytes));
+  std::vector<uint8_t> codes(static_cast<size_t>(C));
+  std::vector<float> scales(static_cast<size_t>(n_scales));
+  for (int64_t j = 0; j < s.M; ++j) {
+    quantize_tiles(rows.f32() + j * C, codes.data(), scales.data(), 1, C, kTile1x128, DType::kF8E4M3, /*pow2=*/false);
+    uint8_t* at = packed.data() + j * row_bytes;
+    std::memcpy(at, codes.data(), static_cast<size_t>(C));
+    std::memcpy(at + C, scales.data(), static_cast<size_t>(n_scales) * sizeof(float));
+  }
+  std::vector<int64_t> send(s.send_rows.size()), recv(s.recv_rows.size());
+  for (size_t q = 0; q < send.size(); ++q) {
+    send[q] = s.send_rows[q] * row_bytes;
+    recv[q] = s.recv_rows[q] * row_bytes;
+    *bytes += send[q];
+  }
+  std::vector<uint8_t> got(static_cast<size_t>(std::max<int64_t>(s.Mr, 1) * row_bytes));
+  Timer t;
+  const Status st = m.ep->all_to_all_v(packed.data(), send, got.data(), recv);
+  m.comm.seconds += t.seconds();
+  CHECK(st.ok()) << "MoE dispatch: " << st.message();
+  Tensor flat = f32_matrix(std::max<int64_t>(s.Mr, 1), C), out = f32_matrix(std::max<int64_t>(s.Mr, 1), C);
+  for (int64_t j = 0; j < s.Mr; ++j) {
+    const uint8_t* at = got.data() + j * row_bytes;
+    std::memcpy(scales.data(), at + C, static_cast<size_t>(n_scales) * sizeof(float));
+    dequantize_tiles(at, scales.data(), flat.f32() + j * C, 1, C, kTile1x128, DType::kF8E4M3);
+  }
+  reorder_rows(s, m.P, m.El, flat.f32(), out.f32(), C, /*to_expert_major=*/true);
   return out;
 }
 
@@ -277,7 +314,15 @@ void moe_forward(Moe& m, MoeSaved& s, float* out, const float* x, int64_t B, int
   Tensor xe = f32_matrix(M, C);
   for (int64_t j = 0; j < M; ++j) copy_f32(xe.f32() + j * C, x + s.slot_token[j] * C, C);
   m.comm.slots_sent += M;
-  Tensor xr = exchange_layout(m, s) ? dispatch_rows(m, s, xe, C, &m.comm.dispatch_bytes) : xe;
+  Tensor xr;
+  if (!exchange_layout(m, s)) {
+    // One rank: the fp8 payload is quantised and dequantised in place, as a dispatch would.
+    if (m.dispatch_fp8 && M > 0) fake_quant_tiles(xe.f32(), xe.f32(), M, C, kTile1x128, DType::kF8E4M3, /*pow2=*/false);
+    xr = xe;
+  } else {
+    xr = m.dispatch_fp8 ? dispatch_rows_fp8(m, s, xe, C, &m.comm.dispatch_bytes)
+                        : dispatch_rows(m, s, xe, C, &m.comm.dispatch_bytes);
+  }
   const int64_t Mr = s.Mr;
   Tensor act = f32_matrix(Mr, Fe), yr = f32_matrix(Mr, C);
   s.gate = f32_matrix(Mr, Fe);

@@ -56,6 +56,11 @@ struct Moe {
   int64_t C = 0, E = 0, K = 0, Fe = 0;
   int64_t P = 1, El = 0, e0 = 0;       // expert parallelism: ranks, local experts, first local expert
   Communicator* ep = nullptr;          // the expert group when P > 1 (set_expert_group)
+  // parallel.dispatch_fp8: token rows travel to the experts as E4M3 codes with one fp32 scale per
+  // 1x128 tile (DeepSeek-V3), and the experts compute on their dequantised values; combine and
+  // every gradient stay fp32. Applied with P = 1 too (quantise, dequantise in place), so every
+  // layout computes the same function. The gradient passes the quantiser unchanged.
+  bool dispatch_fp8 = false;
   MoeCommStats comm;
   RouterScoring scoring = RouterScoring::kSoftmax;
   bool norm_topk_prob = true;

@@ -109,6 +109,11 @@ void Transformer::set_expert_group(Communicator* ep) {
     if (b.is_moe) b.moe.ep = ep;
 }
 
+void Transformer::set_dispatch_fp8(bool on) {
+  for (Block& b : blocks_)
+    if (b.is_moe) b.moe.dispatch_fp8 = on;
+}
+
 MoeCommStats Transformer::take_moe_comm_stats() {
   MoeCommStats total;
   for (Block& b : blocks_) {

@@ -85,6 +85,8 @@ class Transformer {
   Transformer(const ModelConfig& config, const PrecisionConfig& precision, StageSpec stage = {},
               ExpertShard experts = {});
   void set_expert_group(Communicator* ep);
+  // parallel.dispatch_fp8 for every MoE block (model/moe.h), whatever the layout.
+  void set_dispatch_fp8(bool on);
   // The MoE all-to-all traffic of every block since the last call (summed), then zeroed.
   MoeCommStats take_moe_comm_stats();
   Transformer(const Transformer&) = delete;

@@ -33,6 +33,10 @@ void ExperimentConfig::validate(ConfigChecker& c) const {
                                          ": ZeRO-1 does not shard expert-parallel optimizer state yet; use zero: 0"),
            {"parallel.ep"});
   }
+  if (!model.is_moe() && parallel.dispatch_fp8) {
+    c.fail("parallel.dispatch_fp8", "needs an MoE model (model.moe.n_experts > 0): only MoE layers dispatch tokens",
+           {"model.moe.n_experts"});
+  }
   if (!model.is_moe() && parallel.ep > 1) {
     c.fail("parallel.ep", absl::StrCat("ep=", parallel.ep, " needs an MoE model (model.moe.n_experts > 0)"),
            {"model.moe.n_experts"});

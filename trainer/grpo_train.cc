@@ -324,6 +324,7 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
 
   Transformer model(config.model, config.precision, StageSpec{}, dp.experts());
   model.set_expert_group(dp.ep.get());
+  model.set_dispatch_fp8(config.parallel.dispatch_fp8);
   RETURN_IF_ERROR(init_model_weights(model, config.model, seed));
   DistributedOptimizer optimizer(config.optim, config.parallel, optimizer_tensors(model, config.optim), dp.comm.get(),
                                  dp.edp.get(), dp.ep.get());
@@ -346,6 +347,7 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
   if (g.beta > 0) {
     ref = std::make_unique<Transformer>(config.model, config.precision, StageSpec{}, dp.experts());
     ref->set_expert_group(dp.ep.get());
+    ref->set_dispatch_fp8(config.parallel.dispatch_fp8);
     copy_weights(model, *ref);
   }
   LOG(INFO) << absl::StrFormat("GRPO: %d prompts x %d samples per step, %d steps, loss %s, beta %g%s",

@@ -31,10 +31,6 @@ Status refuse_unlanded(const ExperimentConfig& c) {
   if (c.train.device == DeviceChoice::kCuda) {
     return absl::UnimplementedError("train.device: cuda lands with the CUDA backend issue (#11)");
   }
-  if (c.parallel.dispatch_fp8) {
-    return absl::UnimplementedError(
-        "parallel.dispatch_fp8: the fp8 MoE dispatch payload is not implemented yet (#8); dispatch sends fp32 rows");
-  }
   if (c.parallel.deterministic) {
     return absl::UnimplementedError(
         "parallel.deterministic: fixed-order (bitwise layout-invariant) reductions are not implemented yet; layouts "

@@ -60,6 +60,7 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
   // Model and optimizer.
   Transformer model(config.model, config.precision, StageSpec{}, dp.experts());
   model.set_expert_group(dp.ep.get());
+  model.set_dispatch_fp8(config.parallel.dispatch_fp8);
   RETURN_IF_ERROR(init_model_weights(model, config.model, seed));
   DistributedOptimizer optimizer(config.optim, config.parallel, optimizer_tensors(model, config.optim), dp.comm.get(),
                                  dp.edp.get(), dp.ep.get());
@@ -279,6 +280,7 @@ StatusOr<LoadedModel> load_model_for_inference(const std::string& path, const st
   ASSIGN_OR_RETURN(out.config, parse_experiment_config(ckpt.meta().config_yaml, dir + "/manifest.json (config)"));
   out.step = ckpt.meta().step;
   out.model = std::make_unique<Transformer>(out.config.model, out.config.precision);
+  out.model->set_dispatch_fp8(out.config.parallel.dispatch_fp8);  // the function it was trained as
   RETURN_IF_ERROR(restore_checkpoint(ckpt, *out.model, nullptr));
   ASSIGN_OR_RETURN(out.tokenizer,
                    load_tokenizer(tokenizer_override.empty() ? out.config.data.tokenizer : tokenizer_override));

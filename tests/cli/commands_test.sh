@@ -55,8 +55,8 @@ done
 # Not landed yet: plain message, exit 3.
 expect "a layout the job does not have" 2 "parallel.dp: pp x dp = 1 x 2 = 2 ranks, but the job has 1" \
   "$STRATA" train configs/tiny_moe_grpo_countdown.yaml
-expect "fp8 dispatch not landed" 3 "parallel.dispatch_fp8: the fp8 MoE dispatch payload is not implemented yet" \
-  "$STRATA" train configs/tiny_moe_sft.yaml --set parallel.dispatch_fp8=true
+expect "fp8 dispatch needs MoE" 2 "parallel.dispatch_fp8: needs an MoE model" \
+  "$STRATA" train configs/tiny_dense.yaml --set parallel.dispatch_fp8=true
 expect "pipeline not landed" 3 "pipeline parallelism \(pp > 1\) lands with issue #9" \
   "$STRATA" train configs/tiny_dense.yaml --set parallel.pp=2 --set parallel.dp=1
 expect "tensorboard not written yet" 3 "log.tensorboard: TensorBoard event files are not written yet" \

@@ -6,7 +6,7 @@
 # router (qwen3_moe, fp32 and fp8) and a sigmoid router with aux-free bias balancing (glm4_moe), and
 # for a router whose biases send no token to experts 4-7 (rank 1 of ep = 2 then receives nothing
 # yet takes part in every exchange). Dispatch sends exactly its routed rows: bytes = slots x d_model
-# x 4. A checkpoint saved at ep = 2 resumes at ep = 1 and ep = 4 and continues the trajectory.
+# x 4 (with parallel.dispatch_fp8, slots x (d_model + 4)). A checkpoint saved at ep = 2 resumes at ep = 1 and ep = 4 and continues the trajectory.
 # The auxiliary loss is DeepSeek-V3's sequence-wise one: the batch-level "switch" loss is defined
 # per micro-batch, so accumulation changes its maths and would loosen the floor 10^4-fold.
 set -u
@@ -74,6 +74,18 @@ check "dispatch bytes equal routed slots x d_model x 4 ($bytes for $slots slots)
   "awk -v s=$slots -v b=$bytes 'BEGIN { exit !(s > 0 && b == s * 128 * 4) }'"
 check "the step's all-to-all time and volume are logged" "grep -q 'a2a_s' $tmp/softmax_np2_ep2.log && grep -q 'a2a_mb' $tmp/softmax_np2_ep2.log"
 
+# A capacity limit (factor 1: tokens past an expert's share of its micro-batch are dropped): the
+# drops depend on the micro-batch only, so ep = 2 drops the same choices and stays within the
+# floor measured without dropping.
+run capacity_one 0 --set data.micro_batch_size=4 --set model.moe.capacity_factor=1.0
+run capacity_np2_ep2 2 --set data.micro_batch_size=4 --set model.moe.capacity_factor=1.0 --set parallel.ep=2
+l=$(loss_rel capacity_one capacity_np2_ep2 10); w=$(weight_rel capacity_one capacity_np2_ep2)
+echo "capacity_np2_ep2: loss $l, weights $w, dropped $(metric capacity_np2_ep2 moe_dropped) per step"
+check "capacity factor 1 drops tokens ($(metric capacity_np2_ep2 moe_dropped) per step) the same at ep=2" \
+  "[ \"\$(metric capacity_one moe_dropped)\" = \"\$(metric capacity_np2_ep2 moe_dropped)\" ] && awk -v d=\$(metric capacity_one moe_dropped) 'BEGIN { exit !(d > 0) }'"
+check "capacity factor 1 at ep=2: losses within 4x the floor ($l)" "le $l $tol_loss"
+check "capacity factor 1 at ep=2: final weights within 4x the floor ($w)" "le $w $tol_w"
+
 # Resharded resume: ep = 2's step-5 checkpoint at ep = 1 (one process) and ep = 4.
 for target in "0 1" "4 4"; do
   read -r ranks ep <<< "$target"
@@ -85,6 +97,17 @@ for target in "0 1" "4 4"; do
   check "ep=2 checkpoint resumed at ep=$ep: final weights within 4x the floor ($w)" "le $w $tol_w"
   check "$name resumed at step 5" "grep -q 'at step 5' $tmp/$name.log"
 done
+
+# The fp8 dispatch payload: one process quantises the rows in place, ep = 2 sends the codes;
+# same function, so the fp32 floor of that configuration holds. Each row travels as 128 codes
+# plus one fp32 scale: 132 bytes instead of 512.
+floor fp8dispatch --set parallel.dispatch_fp8=true
+layout fp8dispatch 2 2 --set parallel.dispatch_fp8=true
+slots=$(metric fp8dispatch_np2_ep2 a2a_slots); bytes=$(metric fp8dispatch_np2_ep2 a2a_dispatch_bytes)
+check "fp8 dispatch bytes equal routed slots x (128 codes + 4-byte scale) ($bytes for $slots slots)" \
+  "awk -v s=$slots -v b=$bytes 'BEGIN { exit !(s > 0 && b == s * 132) }'"
+check "the fp8 payload changes the function (losses differ from fp32 dispatch)" \
+  "[ \"\$(losses fp8dispatch_one)\" != \"\$(losses softmax_one)\" ]"
 
 floor fp8 --set precision.mode=fp8
 layout fp8 2 2 --set precision.mode=fp8
