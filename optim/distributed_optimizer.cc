@@ -11,6 +11,14 @@
 namespace strata {
 namespace {
 
+// The tensors of `ts` that are not routed-expert shards.
+std::vector<OptimTensor> dense_of(const std::vector<OptimTensor>& ts) {
+  std::vector<OptimTensor> out;
+  for (const OptimTensor& t : ts)
+    if (!t.expert) out.push_back(t);
+  return out;
+}
+
 std::vector<int64_t> dims_of(const Tensor& t) {
   std::vector<int64_t> d;
   for (int i = 0; i < t.shape().rank(); ++i) d.push_back(t.shape()[i]);
@@ -26,7 +34,6 @@ DistributedOptimizer::DistributedOptimizer(const OptimConfig& optim, const Paral
   if (dp != nullptr && dp->size() > 1) dp_ = dp;
   if (ep != nullptr && ep->size() > 1) ep_ = ep;
   zero_ = dp_ != nullptr && parallel.zero >= 1;
-  CHECK(!(zero_ && ep_ != nullptr)) << "ZeRO-1 with expert parallelism is not supported (config validation refuses it)";
   overlap_ = parallel.overlap_grad_reduce;
   if (dp_ == nullptr) {
     updated_ = tensors_;
@@ -41,6 +48,7 @@ DistributedOptimizer::DistributedOptimizer(const OptimConfig& optim, const Paral
       expert_grads.push_back(tensors_[i].grad);
     } else {
       grads.push_back(tensors_[i].grad);
+      bucketed_.push_back(i);
     }
   }
   const int64_t bucket_bytes = static_cast<int64_t>(parallel.bucket_mb * 1024.0 * 1024.0);
@@ -54,14 +62,15 @@ DistributedOptimizer::DistributedOptimizer(const OptimConfig& optim, const Paral
     adam_ = std::make_unique<AdamW>(optim_, updated_);
     return;
   }
-  // ZeRO-1: this rank's shard of every bucket, cut at tensor boundaries into pieces.
-  const int64_t r = dp_->rank(), n = static_cast<int64_t>(tensors_.size());
+  // ZeRO-1: this rank's shard of every bucket, cut at tensor boundaries into pieces. Expert
+  // tensors (expert parallelism) keep their whole local state, after the pieces.
+  const int64_t r = dp_->rank();
   for (size_t bi = 0; bi < buckets_->buckets().size(); ++bi) {
     const GradBuckets::Bucket& b = buckets_->buckets()[bi];
     const int64_t chunk = b.buffer.numel() / dp_->size();
     const int64_t lo = r * chunk, hi = lo + chunk;
     for (size_t k = 0; k < b.count; ++k) {
-      const size_t t = static_cast<size_t>(n - 1 - static_cast<int64_t>(b.first + k));  // list is reversed
+      const size_t t = bucketed_[b.first + k];
       const int64_t off = b.offsets[k], numel = tensors_[t].value->numel();
       const int64_t begin = std::max(off, lo), end = std::min(off + numel, hi);
       if (begin >= end) continue;
@@ -74,6 +83,8 @@ DistributedOptimizer::DistributedOptimizer(const OptimConfig& optim, const Paral
     const OptimTensor& t = tensors_[pieces_[p].tensor];
     updated_.push_back({t.name, &piece_values_[p], &piece_grads_[p], t.decay});
   }
+  for (const OptimTensor& t : tensors_)
+    if (ep_ != nullptr && t.expert) updated_.push_back(t);
   adam_ = std::make_unique<AdamW>(optim_, updated_);
 }
 
@@ -124,7 +135,7 @@ StatusOr<OptimStepResult> DistributedOptimizer::step(double lr, bool local_bad) 
   if (dp_ != nullptr) {
     Timer t;
     // One small all-reduce carries the skip decision and (ZeRO-1) the squared norm of the shards.
-    double v[2] = {bad, zero_ && bad == 0.0 ? grad_sum_of_squares(updated_) : 0.0};
+    double v[2] = {bad, zero_ && bad == 0.0 ? grad_sum_of_squares(dense_of(updated_)) : 0.0};
     RETURN_IF_ERROR(dp_->all_reduce(v, 2, ReduceOp::kSum));
     bad = v[0];
     sumsq = v[1];
@@ -132,13 +143,13 @@ StatusOr<OptimStepResult> DistributedOptimizer::step(double lr, bool local_bad) 
   }
   if (bad > 0.0) return out;
   if (ep_ != nullptr) {
-    // Dense gradients are the same on every rank; each rank of the expert group holds other
-    // experts: the squared norm adds theirs.
-    double dense = 0.0, expert = 0.0;
-    std::vector<OptimTensor> dense_tensors, expert_tensors;
-    for (const OptimTensor& t : updated_) (t.expert ? expert_tensors : dense_tensors).push_back(t);
-    dense = grad_sum_of_squares(dense_tensors);
-    expert = grad_sum_of_squares(expert_tensors);
+    // Dense gradients are the same on every rank (ZeRO-1: their shards' squares are summed over
+    // dp already); each rank of the expert group holds other experts: the squared norm adds theirs.
+    std::vector<OptimTensor> expert_tensors;
+    for (const OptimTensor& t : updated_)
+      if (t.expert) expert_tensors.push_back(t);
+    const double dense = zero_ ? sumsq : grad_sum_of_squares(dense_of(updated_));
+    double expert = grad_sum_of_squares(expert_tensors);
     Timer t;
     RETURN_IF_ERROR(ep_->all_reduce(&expert, 1, ReduceOp::kSum));
     comm_seconds_ += t.seconds();
@@ -164,7 +175,6 @@ StatusOr<OptimStepResult> DistributedOptimizer::step(double lr, bool local_bad) 
   // ZeRO-1: every rank sends its updated shard of each bucket and receives all of them into the
   // bucket buffer (its gradients are spent), then copies the parameters out.
   Timer t;
-  const int64_t n = static_cast<int64_t>(tensors_.size());
   std::vector<GradBuckets::Bucket>& buckets = buckets_->buckets();
   for (GradBuckets::Bucket& b : buckets) b.shard.zero_();
   for (size_t p = 0; p < pieces_.size(); ++p) {
@@ -176,7 +186,7 @@ StatusOr<OptimStepResult> DistributedOptimizer::step(double lr, bool local_bad) 
   comm_seconds_ += t.seconds();
   for (const GradBuckets::Bucket& b : buckets) {
     for (size_t k = 0; k < b.count; ++k) {
-      const OptimTensor& ot = tensors_[static_cast<size_t>(n - 1 - static_cast<int64_t>(b.first + k))];
+      const OptimTensor& ot = tensors_[bucketed_[b.first + k]];
       copy_f32(ot.value->f32(), b.buffer.f32() + b.offsets[k], ot.value->numel());
     }
   }
@@ -203,7 +213,7 @@ std::vector<OptimStateSlice> DistributedOptimizer::state_slices() {
     OptimStateSlice s;
     s.name = state[i].first;
     s.tensor = state[i].second;
-    if (zero_) {
+    if (zero_ && i / 2 < pieces_.size()) {
       const Piece& piece = pieces_[i / 2];
       s.global_shape = dims_of(*tensors_[piece.tensor].value);
       s.flat = true;

@@ -21,7 +21,8 @@
 // Expert parallelism: routed-expert tensors (OptimTensor::expert) hold this rank's experts only.
 // Their gradients are reduced over the expert-data-parallel group (edp: the ranks holding the same
 // experts) in buckets of their own, and the global norm adds their squares summed over the expert
-// group (ep). ZeRO-1 is not combined with expert parallelism yet.
+// group (ep). With ZeRO-1 only the dense tensors are sharded over dp; expert tensors keep their
+// (already 1/ep) state whole.
 //
 // Checkpoints: state_slices() names every moment with its global name and where this rank's part
 // sits: the whole tensor (zero 0, written once: `replicated`), or a flat element range of it
@@ -126,6 +127,7 @@ class DistributedOptimizer {
   std::vector<OptimTensor> tensors_;
   std::unique_ptr<GradBuckets> buckets_;         // dense gradients over dp (expert ones too without ep)
   std::unique_ptr<GradBuckets> expert_buckets_;  // expert gradients over edp (ep > 1, edp > 1)
+  std::vector<size_t> bucketed_;       // index into tensors_ of each gradient in buckets_, in fill order
   std::vector<Piece> pieces_;          // ZeRO-1, in AdamW tensor order
   std::vector<Tensor> piece_values_;   // views of the parameters
   std::vector<Tensor> piece_grads_;    // views of the bucket shards

@@ -28,11 +28,6 @@ void ExperimentConfig::validate(ConfigChecker& c) const {
     c.fail("parallel.ep", absl::StrCat("ep=", parallel.ep, " must divide moe.n_experts=", model.moe.n_experts),
            {"model.moe.n_experts"});
   }
-  if (parallel.ep > 1 && parallel.zero >= 1) {
-    c.fail("parallel.zero", absl::StrCat("zero: ", parallel.zero, " with ep=", parallel.ep,
-                                         ": ZeRO-1 does not shard expert-parallel optimizer state yet; use zero: 0"),
-           {"parallel.ep"});
-  }
   if (!model.is_moe() && parallel.dispatch_fp8) {
     c.fail("parallel.dispatch_fp8", "needs an MoE model (model.moe.n_experts > 0): only MoE layers dispatch tokens",
            {"model.moe.n_experts"});

@@ -463,7 +463,9 @@ StatusOr<TrainingPlan> make_training_plan(const ExperimentConfig& config, int64_
           p.memory_rank = r;
         }
       }
-      mem.optimizer = 2 * moment * most;
+      int64_t expert_trained = 0;  // expert tensors keep their whole (1/ep) state under ZeRO-1
+      for (int64_t n : expert_reversed) expert_trained += n;
+      mem.optimizer = 2 * moment * (most + expert_trained);
     }
     mem.startup_peak = mem.parameters + local_trained * kF + mem.gradients + mem.grad_shards;
   }

@@ -6,7 +6,9 @@
 # router (qwen3_moe, fp32 and fp8) and a sigmoid router with aux-free bias balancing (glm4_moe), and
 # for a router whose biases send no token to experts 4-7 (rank 1 of ep = 2 then receives nothing
 # yet takes part in every exchange). Dispatch sends exactly its routed rows: bytes = slots x d_model
-# x 4 (with parallel.dispatch_fp8, slots x (d_model + 4)). A checkpoint saved at ep = 2 resumes at ep = 1 and ep = 4 and continues the trajectory.
+# x 4 (with parallel.dispatch_fp8, slots x (d_model + 4)). ZeRO-1 combines with ep (dense state
+# sharded over dp, expert state whole). A checkpoint saved at ep = 2 (or ep = 2 x edp = 2 with
+# ZeRO-1) resumes at ep = 1 and ep = 4 and continues the trajectory.
 # The auxiliary loss is DeepSeek-V3's sequence-wise one: the batch-level "switch" loss is defined
 # per micro-batch, so accumulation changes its maths and would loosen the floor 10^4-fold.
 set -u
@@ -55,7 +57,7 @@ floor() {
 # layout PREFIX RANKS EP [args...]: trains at that layout and holds it to the floor of PREFIX.
 layout() {
   local prefix=$1 ranks=$2 ep=$3; shift 3
-  local name=${prefix}_np${ranks}_ep${ep}
+  local name=${prefix}_np${ranks}_ep${ep}${suffix:-}
   run "$name" "$ranks" "$@" --set data.micro_batch_size=4 --set "parallel.ep=$ep"
   local l w; l=$(loss_rel "${prefix}_one" "$name" 10); w=$(weight_rel "${prefix}_one" "$name")
   echo "$name: loss $l, weights $w"
@@ -68,6 +70,10 @@ check "the fp32 noise floor is under 1e-5 relative in loss (4x: $tol_loss)" "le 
 layout softmax 2 2
 layout softmax 4 4
 layout softmax 4 2
+# ZeRO-1 with ep = 2 x edp = 2: dense state sharded over dp = 4, expert state whole (1/ep).
+suffix=_zero1 layout softmax 4 2 --set parallel.zero=1
+check "ZeRO-1 with ep: less optimizer state per rank ($(metric softmax_np4_ep2_zero1 optim_mb) vs $(metric softmax_np4_ep2 optim_mb) MB)" \
+  "awk -v z=\$(metric softmax_np4_ep2_zero1 optim_mb) -v p=\$(metric softmax_np4_ep2 optim_mb) 'BEGIN { exit !(z < p) }'"
 # Dispatch sends its routed rows, nothing more (rank 0's figures: slots x 128 x 4 bytes).
 slots=$(metric softmax_np2_ep2 a2a_slots); bytes=$(metric softmax_np2_ep2 a2a_dispatch_bytes)
 check "dispatch bytes equal routed slots x d_model x 4 ($bytes for $slots slots)" \
@@ -101,6 +107,11 @@ done
 # The fp8 dispatch payload: one process quantises the rows in place, ep = 2 sends the codes;
 # same function, so the fp32 floor of that configuration holds. Each row travels as 128 codes
 # plus one fp32 scale: 132 bytes instead of 512.
+run resume_zero1_ep2_to_ep1 0 --set data.micro_batch_size=4 --resume "$tmp/softmax_np4_ep2_zero1/checkpoints/step_000005"
+l=$(loss_rel softmax_one resume_zero1_ep2_to_ep1 5); w=$(weight_rel softmax_one resume_zero1_ep2_to_ep1)
+echo "resume_zero1_ep2_to_ep1: loss $l (steps 6-10), weights $w"
+check "ep=2 x edp=2 ZeRO-1 checkpoint resumed in one process: within 4x the floor ($l, $w)" "le $l $tol_loss && le $w $tol_w"
+
 floor fp8dispatch --set parallel.dispatch_fp8=true
 layout fp8dispatch 2 2 --set parallel.dispatch_fp8=true
 slots=$(metric fp8dispatch_np2_ep2 a2a_slots); bytes=$(metric fp8dispatch_np2_ep2 a2a_dispatch_bytes)
