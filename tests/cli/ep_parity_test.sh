@@ -122,6 +122,7 @@ check "the fp8 payload changes the function (losses differ from fp32 dispatch)" 
 
 floor fp8 --set precision.mode=fp8
 layout fp8 2 2 --set precision.mode=fp8
+layout fp8 4 4 --set precision.mode=fp8
 layout fp8 4 2 --set precision.mode=fp8
 
 floor sigmoid "${sigmoid[@]}"
