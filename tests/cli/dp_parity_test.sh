@@ -18,27 +18,7 @@ tmp=${KEEP_TMP:-$(mktemp -d)}; [ -n "${KEEP_TMP:-}" ] || trap 'rm -rf "$tmp"' EX
 common=(configs/tiny_dense.yaml --set train.steps=10 --set log.every=1 --set "train.out_dir=$tmp" --set data.seq_len=48
         --set model.max_seq_len=48 --set data.global_batch_size=8 --set train.eval_every=0
         --set checkpoint.keep_last=0 --set checkpoint.every=5)
-fail=0; pass=0
-check() { if eval "$2"; then pass=$((pass + 1)); else echo "FAIL: $1"; fail=$((fail + 1)); fi; }
-# run NAME RANKS [args...]: one training run (RANKS 0: no mpirun), output kept in $tmp/NAME.log
-run() {
-  local name=$1 ranks=$2; shift 2
-  if [ "$ranks" -eq 0 ]; then
-    timeout 300 "$STRATA" train "${common[@]}" --set "train.name=$name" "$@" > "$tmp/$name.log" 2>&1
-  else
-    timeout 300 mpirun -np "$ranks" "$STRATA" train "${common[@]}" --set "train.name=$name" "$@" > "$tmp/$name.log" 2>&1
-  fi || { echo "run $name failed:"; cat "$tmp/$name.log"; exit 1; }
-}
-losses() { grep '"kind":"train"' "$tmp/$1/metrics.jsonl" | sed -E 's/.*"loss":([^,}]*).*"step":([0-9]+).*/\2 \1/' | sort -k1,1; }
-metric() { grep '"kind":"train"' "$tmp/$1/metrics.jsonl" | tail -1 | sed -E "s/.*\"$2\":([^,}]*).*/\1/"; }
-# loss_rel A B: the largest relative loss difference over the steps both ran; "nan" unless they share $3
-loss_rel() {
-  join <(losses "$1") <(losses "$2") | awk -v want="$3" '{ d = $2 - $3; if (d < 0) d = -d; r = d / ($2 < 0 ? -$2 : $2); if (r > m) m = r; n++ }
-    END { if (n != want) print "nan"; else printf "%.6e\n", m }'
-}
-weight_rel() { python3 "$root/tests/cli/ckpt_compare.py" "$tmp/$1/checkpoints/step_000010" "$tmp/$2/checkpoints/step_000010" | tail -1 | cut -d' ' -f2; }
-max() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan") print "nan"; else print (a > b ? a : b) }'; }
-le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "nan" && a <= b) }'; }
+. "$root/tests/cli/parity_lib.sh"
 
 for precision in fp32 fp8; do
   p=(--set "precision.mode=$precision")

@@ -19,23 +19,7 @@ common=(configs/tiny_moe_sft.yaml --set train.steps=10 --set log.every=1 --set "
         --set data.task=arithmetic --set data.global_batch_size=16 --set train.eval_every=0 --set checkpoint.keep_last=0
         --set checkpoint.every=5 --set model.moe.aux_loss=seq)
 sigmoid=(--set model.arch=glm4_moe --set model.moe.scoring=sigmoid --set model.moe.bias_update_rate=0.001)
-fail=0; pass=0
-check() { if eval "$2"; then pass=$((pass + 1)); else echo "FAIL: $1"; fail=$((fail + 1)); fi; }
-run() {  # run NAME RANKS [args...] (RANKS 0: no mpirun)
-  local name=$1 ranks=$2; shift 2
-  local launcher=(); [ "$ranks" -gt 0 ] && launcher=(mpirun -np "$ranks")
-  timeout 300 "${launcher[@]}" "$STRATA" train "${common[@]}" --set "train.name=$name" "$@" > "$tmp/$name.log" 2>&1 ||
-    { echo "run $name failed:"; tail -n 20 "$tmp/$name.log"; exit 1; }
-}
-losses() { grep '"kind":"train"' "$tmp/$1/metrics.jsonl" | sed -E 's/.*"loss":([^,}]*).*"step":([0-9]+).*/\2 \1/' | sort -k1,1; }
-metric() { grep '"kind":"train"' "$tmp/$1/metrics.jsonl" | tail -1 | sed -E "s/.*\"$2\":([^,}]*).*/\1/"; }
-loss_rel() {  # the largest relative loss difference over the steps both ran; "nan" unless they share $3
-  join <(losses "$1") <(losses "$2") | awk -v want="$3" '{ d = $2 - $3; if (d < 0) d = -d; r = d / ($2 < 0 ? -$2 : $2); if (r > m) m = r; n++ }
-    END { if (n != want) print "nan"; else printf "%.6e\n", m }'
-}
-weight_rel() { python3 "$root/tests/cli/ckpt_compare.py" "$tmp/$1/checkpoints/step_000010" "$tmp/$2/checkpoints/step_000010" | tail -1 | cut -d' ' -f2; }
-max() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan") print "nan"; else print (a > b ? a : b) }'; }
-le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "nan" && a <= b) }'; }
+. "$root/tests/cli/parity_lib.sh"
 
 # floor PREFIX [args...]: one process at micro-batches of 16, 8 and 4 (PREFIX_one: the reference);
 # sets tol_loss and tol_w to 4x the largest difference.

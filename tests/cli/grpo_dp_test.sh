@@ -26,9 +26,8 @@ common=(configs/tiny_dense.yaml --set train.mode=grpo --set train.steps=3 --set 
         --set grpo.samples_every=1 --set grpo.samples_groups=0 --set grpo.eval_problems=6 --set grpo.eval_samples=2
         --set "grpo.rewards={command: 1.0, format: 0.1}" --set "grpo.reward_command=$tmp/reward.sh"
         --set grpo.beta=0.04 --set grpo.num_iterations=2 --set optim.lr=0.01 --set data.global_batch_size=16)
-fail=0; pass=0
-check() { if eval "$2"; then pass=$((pass + 1)); else echo "FAIL: $1"; fail=$((fail + 1)); fi; }
-run() {  # run NAME RANKS [args...] (RANKS 0: no mpirun)
+. "$root/tests/cli/parity_lib.sh"
+run() {  # parity_lib's, with the reward command's log per run
   local name=$1 ranks=$2; shift 2
   local launcher=(); [ "$ranks" -gt 0 ] && launcher=(mpirun -np "$ranks")
   REWARD_LOG=$tmp/$name.rewards timeout 300 "${launcher[@]}" "$STRATA" train "${common[@]}" --set "train.name=$name" "$@" \
@@ -36,10 +35,7 @@ run() {  # run NAME RANKS [args...] (RANKS 0: no mpirun)
 }
 # The first step's gradient norm (its loss is ~0 by construction: ratio 1, advantages of zero mean).
 step_gnorm() { grep '"kind":"train"' "$tmp/$1/metrics.jsonl" | grep "\"step\":$2[,}]" | sed -E 's/.*"grad_norm":([^,}]*).*/\1/'; }
-rel() { awk -v a="$1" -v b="$2" 'BEGIN { d = a - b; if (d < 0) d = -d; s = (a < 0 ? -a : a); printf "%.6e\n", (s > 0 ? d / s : d) }'; }
-max() { awk -v a="$1" -v b="$2" 'BEGIN { print (a > b ? a : b) }'; }
-le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; }
-weight_rel() { python3 "$root/tests/cli/ckpt_compare.py" "$tmp/$1/checkpoints/step_000001" "$tmp/$2/checkpoints/step_000001" | tail -1 | cut -d' ' -f2; }
+weight1() { weight_rel "$1" "$2" 1; }
 step1() { grep '"step":1,' "$tmp/$1/samples.jsonl"; }
 # floor PREFIX: one process at micro-batches of 4 (PREFIXone, the reference), 8 and 16; sets
 # floor_g and floor_w to the largest first-step difference of any two.
@@ -52,13 +48,13 @@ floor() {
   for pair in "one mb8" "one mb16" "mb8 mb16"; do
     read -r a b <<< "$pair"
     floor_g=$(max "$floor_g" "$(rel "$(step_gnorm "$1$a" 1)" "$(step_gnorm "$1$b" 1)")")
-    floor_w=$(max "$floor_w" "$(weight_rel "$1$a" "$1$b")")
+    floor_w=$(max "$floor_w" "$(weight1 "$1$a" "$1$b")")
   done
 }
 
 floor ""
 run two 2 --set data.micro_batch_size=4
-l=$(rel "$(step_gnorm one 1)" "$(step_gnorm two 1)"); w=$(weight_rel one two)
+l=$(rel "$(step_gnorm one 1)" "$(step_gnorm two 1)"); w=$(weight1 one two)
 echo "noise floor of the first step: grad norm $floor_g, weights $floor_w; dp=2: grad norm $l, weights $w"
 echo "first step grad norm: $(step_gnorm one 1) (one process), $(step_gnorm two 1) (dp=2)"
 
@@ -89,7 +85,7 @@ for layout in "2 2" "4 2"; do
   read -r ranks ep <<< "$layout"
   name=moe_np${ranks}_ep${ep}
   run "$name" "$ranks" --set data.micro_batch_size=4 --set "parallel.ep=$ep"
-  l=$(rel "$(step_gnorm moe_one 1)" "$(step_gnorm "$name" 1)"); w=$(weight_rel moe_one "$name")
+  l=$(rel "$(step_gnorm moe_one 1)" "$(step_gnorm "$name" 1)"); w=$(weight1 moe_one "$name")
   echo "$name: grad norm $l, weights $w"
   check "$name: step-1 rollouts equal one process's" "[ \"\$(step1 moe_one)\" = \"\$(step1 $name)\" ] && [ \$(step1 $name | wc -l) -eq 16 ]"
   check "$name: first-step gradient norm within 4x the floor ($l)" "le $l \$(awk -v f=$floor_g 'BEGIN { print 4 * f }')"
