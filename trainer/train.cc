@@ -64,8 +64,9 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
   RETURN_IF_ERROR(init_model_weights(model, config.model, seed));
   DistributedOptimizer optimizer(config.optim, config.parallel, optimizer_tensors(model, config.optim), dp.comm.get(),
                                  dp.edp.get(), dp.ep.get());
-  LOG(INFO) << absl::StrFormat("model: %s, %.2fM parameters (%.2fM active matmul per token), %d blocks",
+  LOG(INFO) << absl::StrFormat("model: %s, %.2fM parameters%s (%.2fM active matmul per token), %d blocks",
                                hf_model_type(config.model.arch), count_elements(model.params()) / 1e6,
+                               dp.ep_size > 1 ? absl::StrFormat(" on this rank (experts split %d ways)", dp.ep_size) : "",
                                active_matmul_params(config.model) / 1e6, config.model.n_layers);
 
   // Resume.
