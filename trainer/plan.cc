@@ -74,6 +74,7 @@
 #include "kernels/precision/linear.h"
 #include "kernels/quant.h"
 #include "model/hf.h"
+#include "parallel/schedule.h"
 #include "parallel/dims.h"
 #include "trainer/run_common.h"
 
@@ -408,6 +409,25 @@ StatusOr<TrainingPlan> make_training_plan(const ExperimentConfig& config, int64_
   if (p.pp > 1) {
     p.not_modelled = "pipeline parallelism (pp > 1) lands with issue #9: per-rank memory and communication are not "
                      "modelled for it yet";
+    // The schedule itself is data: print it, validated, with its simulated bubble at unit costs.
+    const PipelineConfig& pc = config.parallel.pipeline;
+    const int m_pipe = static_cast<int>(pc.micro_batches > 0 ? pc.micro_batches : G / mbs / p.dp);
+    ScheduleKind kind = ScheduleKind::k1F1B;
+    switch (pc.schedule) {
+      case PipelineSchedule::kGpipe: kind = ScheduleKind::kGpipe; break;
+      case PipelineSchedule::k1F1B: kind = ScheduleKind::k1F1B; break;
+      case PipelineSchedule::kInterleaved1F1B: kind = ScheduleKind::kInterleaved1F1B; break;
+      case PipelineSchedule::kZbH1: kind = ScheduleKind::kZbH1; break;
+      case PipelineSchedule::kDualPipeV:
+        p.schedule = "schedule     dualpipev is not implemented (the stretch goal of #9)\n";
+        return p;
+    }
+    auto sched = make_schedule(kind, static_cast<int>(p.pp), m_pipe, static_cast<int>(pc.virtual_stages));
+    if (!sched.ok()) return annotate(sched.status(), "parallel.pipeline");
+    RETURN_IF_ERROR(validate_schedule(*sched));
+    p.schedule = absl::StrCat("schedule     (unit costs F = B = W = 1; bubble formula ",
+                              schedule_bubble_formula(kind, static_cast<int>(p.pp), static_cast<int>(pc.virtual_stages), 1, 1, 1),
+                              ")\n", format_schedule(*sched, 1, 1, 1, 0.5));
     return p;
   }
   // Expert parallelism: this rank's experts, and the dense / expert split of its gradients.
@@ -575,6 +595,7 @@ std::string format_training_plan(const TrainingPlan& p) {
   if (!p.refused.empty()) absl::StrAppend(&s, "refused      strata train refuses this config today: ", p.refused, "\n");
   if (!p.not_modelled.empty()) {
     absl::StrAppend(&s, "not modelled ", p.not_modelled, "\n");
+    absl::StrAppend(&s, p.schedule);
     return s;
   }
   if (p.activations_modelled) {

@@ -78,6 +78,7 @@ struct TrainingPlan {
   int64_t zero = 0;          // the ZeRO stage that runs: parallel.zero when dp > 1, else 0
   std::string refused;       // why `strata train` refuses this config today ("" = it trains)
   std::string not_modelled;  // why the per-rank figures are absent ("" = they are below)
+  std::string schedule;      // pp > 1: the pipeline schedule's ops, timeline and bubble (parallel/schedule.h)
   std::string model;         // "qwen3_moe, 4 blocks (4 MoE), 1.87M parameters"
   int64_t model_params = 0, trained_params = 0;
   int64_t rows = 0, seq_len = 0;         // one micro-batch

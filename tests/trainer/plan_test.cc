@@ -232,7 +232,12 @@ TEST(PlanLayouts, PipelineIsNotModelledYet) {
   ASSERT_TRUE(p.ok()) << p.status().message();
   EXPECT_THAT(p->not_modelled, HasSubstr("#9"));
   EXPECT_GT(p->model_params, 0);
-  EXPECT_THAT(format_training_plan(*p), HasSubstr("not modelled"));
+  const std::string text = format_training_plan(*p);
+  EXPECT_THAT(text, HasSubstr("not modelled"));
+  // The schedule is data already: its ops, timeline and simulated bubble (1F1B, p 2, m 2).
+  EXPECT_THAT(text, HasSubstr("1f1b: p 2, m 2, v 1"));
+  EXPECT_THAT(text, HasSubstr("rank 0: F0 F1 B0 B1"));
+  EXPECT_THAT(text, HasSubstr("bubble 3.00"));
 }
 
 // ep = 2: each rank holds half the routed experts (parameters, gradients, moments), shows where
