@@ -94,5 +94,23 @@ for layout in "2 2" "4 2"; do
     "le \$(rel \$(grep '\"kind\":\"eval\"' $tmp/moe_one/metrics.jsonl | tail -1 | sed -E 's/.*\"eval_reward\":([^,}]*).*/\1/') \$(grep '\"kind\":\"eval\"' $tmp/$name/metrics.jsonl | tail -1 | sed -E 's/.*\"eval_reward\":([^,}]*).*/\1/')) 1e-3"
 done
 
+# Dynamic sampling drops zero-spread groups, so the ranks of ep = 2 end up with different numbers
+# of micro-batches (one row each): the shorter one pads with empty micro-batches to keep the
+# all-to-alls matched, and three steps still equal one process within 4x the floor of one process
+# at micro-batches of 1, 2 and 4.
+pad=(--set grpo.group_size=2 --set grpo.dynamic_sampling=true --set grpo.max_sampling_rounds=1 --set train.steps=3
+     --set train.eval_every=0)
+run pad_mb1 0 "${pad[@]}" --set data.micro_batch_size=1
+run pad_mb2 0 "${pad[@]}" --set data.micro_batch_size=2
+run pad_mb4 0 "${pad[@]}" --set data.micro_batch_size=4
+run pad_ep2 2 "${pad[@]}" --set data.micro_batch_size=1 --set parallel.ep=2
+floor_l=$(max "$(loss_rel pad_mb1 pad_mb2 3)" "$(max "$(loss_rel pad_mb1 pad_mb4 3)" "$(loss_rel pad_mb2 pad_mb4 3)")")
+l=$(loss_rel pad_mb1 pad_ep2 3)
+echo "dynamic sampling at ep=2: loss $l (floor $floor_l), zero-spread groups $(grep -o '"zero_spread":[0-9.]*' $tmp/pad_ep2/metrics.jsonl | cut -d: -f2 | tr '\n' ' ')"
+check "dynamic sampling filtered some group (so the ranks' micro-batch counts can differ)" \
+  "grep -q '\"zero_spread\":0\.[1-9]' $tmp/pad_ep2/metrics.jsonl"
+check "dynamic sampling at ep=2 (padded micro-batches): 3 steps within 4x the floor ($l)" \
+  "le $l \$(awk -v f=$floor_l 'BEGIN { print 4 * f }')"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
