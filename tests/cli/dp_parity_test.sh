@@ -28,12 +28,7 @@ for precision in fp32 fp8; do
   run "${precision}_accum1" 0 "${p[@]}" --set data.micro_batch_size=8
   run "${precision}_accum2" 0 "${p[@]}" --set data.micro_batch_size=4
   run "${precision}_one" 0 "${p[@]}" --set data.micro_batch_size=2  # the reference: the layouts' micro-batch
-  floor_loss=0; floor_w=0
-  for pair in "accum1 accum2" "accum1 one" "accum2 one"; do
-    read -r a b <<< "$pair"
-    floor_loss=$(max "$floor_loss" "$(loss_rel "${precision}_$a" "${precision}_$b" 10)")
-    floor_w=$(max "$floor_w" "$(weight_rel "${precision}_$a" "${precision}_$b")")
-  done
+  noise_floor 10 "${precision}_accum1" "${precision}_accum2" "${precision}_one"
   tol_loss=$(awk -v f="$floor_loss" 'BEGIN { printf "%.6e", 4 * f }')
   tol_w=$(awk -v f="$floor_w" 'BEGIN { printf "%.6e", 4 * f }')
   [ "$precision" = fp32 ] && { fp32_tol_loss=$tol_loss; fp32_tol_w=$tol_w; }

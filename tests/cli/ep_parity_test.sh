@@ -28,15 +28,10 @@ floor() {
   run "${prefix}_mb16" 0 "$@" --set data.micro_batch_size=16
   run "${prefix}_mb8" 0 "$@" --set data.micro_batch_size=8
   run "${prefix}_one" 0 "$@" --set data.micro_batch_size=4
-  local fl=0 fw=0 a b
-  for pair in "mb16 mb8" "mb16 one" "mb8 one"; do
-    read -r a b <<< "$pair"
-    fl=$(max "$fl" "$(loss_rel "${prefix}_$a" "${prefix}_$b" 10)")
-    fw=$(max "$fw" "$(weight_rel "${prefix}_$a" "${prefix}_$b")")
-  done
-  tol_loss=$(awk -v f="$fl" 'BEGIN { printf "%.6e", 4 * f }')
-  tol_w=$(awk -v f="$fw" 'BEGIN { printf "%.6e", 4 * f }')
-  echo "$prefix noise floor: loss $fl, weights $fw"
+  noise_floor 10 "${prefix}_mb16" "${prefix}_mb8" "${prefix}_one"
+  tol_loss=$(awk -v f="$floor_loss" 'BEGIN { printf "%.6e", 4 * f }')
+  tol_w=$(awk -v f="$floor_w" 'BEGIN { printf "%.6e", 4 * f }')
+  echo "$prefix noise floor: loss $floor_loss, weights $floor_w"
 }
 # layout PREFIX RANKS EP [args...]: trains at that layout and holds it to the floor of PREFIX.
 layout() {

@@ -10,6 +10,8 @@
 #                               both must share ("nan" otherwise)
 #   weight_rel A B [STEP]       ckpt_compare.py's max_rel of the two runs' step-STEP checkpoints
 #   rel X Y, max X Y, le X Y    |X - Y| / |X|; the larger (nan-aware); X <= Y (false for nan)
+#   noise_floor STEPS A B C     the noise floor of three one-process runs of the same maths: sets
+#                               floor_loss and floor_w to the largest difference of any two
 fail=0; pass=0
 check() { if eval "$2"; then pass=$((pass + 1)); else echo "FAIL: $1"; fail=$((fail + 1)); fi; }
 run() {
@@ -31,3 +33,12 @@ weight_rel() {
 rel() { awk -v a="$1" -v b="$2" 'BEGIN { d = a - b; if (d < 0) d = -d; s = (a < 0 ? -a : a); printf "%.6e\n", (s > 0 ? d / s : d) }'; }
 max() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan") print "nan"; else print (a > b ? a : b) }'; }
 le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "nan" && a <= b) }'; }
+noise_floor() {
+  local steps=$1 a b; shift
+  floor_loss=0; floor_w=0
+  for pair in "$1 $2" "$1 $3" "$2 $3"; do
+    read -r a b <<< "$pair"
+    floor_loss=$(max "$floor_loss" "$(loss_rel "$a" "$b" "$steps")")
+    floor_w=$(max "$floor_w" "$(weight_rel "$a" "$b")")
+  done
+}
