@@ -544,7 +544,8 @@ Status save_distributed(const std::string& root, const CheckpointMeta& meta,
     return a;
   }
 
-  // Rank 0 gathers the records (length, then text) in rank order.
+  // Rank 0 gathers the records (length, then text) in rank order. It receives every rank's even
+  // after a merge error, so no message is left behind to be matched by a later save.
   const std::string text = record.dump();
   if (rank != 0) {
     const int64_t n = static_cast<int64_t>(text.size());
@@ -554,11 +555,12 @@ Status save_distributed(const std::string& root, const CheckpointMeta& meta,
   }
   OJson files = OJson::array({record["file"]});
   OJson merged = record["tensors"];
-  for (int r = 1; r < size && s.ok(); ++r) {
+  for (int r = 1; r < size; ++r) {
     int64_t n = 0;
     RETURN_IF_ERROR(comm.recv(&n, sizeof(n), r, 1));
     std::string other(static_cast<size_t>(n), '\0');
     RETURN_IF_ERROR(comm.recv(other.data(), n, r, 2));
+    if (!s.ok()) continue;
     const OJson rec = OJson::parse(other);
     files.push_back(rec["file"]);
     s = merge_tensor_records(&merged, rec["tensors"], r);
