@@ -2,6 +2,7 @@
 // 2p + 1 where the schedule allows it) validates, its simulated bubble equals REFERENCE.md
 // section 4's closed form, and it holds the activations its design promises; validation
 // catches a broken order, a mismatched message and a deadlock.
+#include "parallel/pipeline.h"
 #include "parallel/schedule.h"
 
 #include <gtest/gtest.h>
@@ -145,6 +146,27 @@ TEST(Schedule, PrintsATimeline) {
   const std::string text = format_schedule(*s, 1, 1, 1);
   EXPECT_NE(text.find("rank 0: F0 F1 B0 B1"), std::string::npos) << text;
   EXPECT_NE(text.find("bubble"), std::string::npos);
+}
+
+TEST(Pipeline, BalancesStagesByCost) {
+  // Equal blocks split evenly; a head as costly as two blocks moves two blocks off the last stage.
+  EXPECT_EQ(balance_stages({1, 1, 1, 1}, 2, 0, 0), (std::vector<int64_t>{2, 2}));
+  EXPECT_EQ(balance_stages({1, 1, 1, 1, 1, 1}, 2, 0, 2), (std::vector<int64_t>{4, 2}));
+  // Every stage gets a block even when one block dominates.
+  EXPECT_EQ(balance_stages({10, 1, 1}, 3, 0, 0), (std::vector<int64_t>{1, 1, 1}));
+  // A costly MoE block in the middle: stages 0 and 1 take [1, 1] and [4], stage 2 [1, 1].
+  EXPECT_EQ(balance_stages({1, 1, 4, 1, 1}, 3, 0, 0), (std::vector<int64_t>{2, 1, 2}));
+}
+
+TEST(Pipeline, ForwardOnlyScheduleCarriesActivations) {
+  const Schedule s = forward_only_schedule(2, 2, 2);
+  // Rank 0 runs chunks 0 and 1 (virtual stages 0, 2); rank 1 virtual stages 1, 3.
+  std::string r0, r1;
+  for (const PipeOp& op : s.ranks[0]) r0 += std::to_string(static_cast<int>(op.kind)) + std::to_string(op.chunk) + " ";
+  for (const PipeOp& op : s.ranks[1]) r1 += std::to_string(static_cast<int>(op.kind)) + std::to_string(op.chunk) + " ";
+  // kF = 0, kSend = 3, kRecv = 4
+  EXPECT_EQ(r0, "00 30 41 01 31 00 30 41 01 31 ");
+  EXPECT_EQ(r1, "40 00 30 41 01 40 00 30 41 01 ");
 }
 
 }  // namespace
