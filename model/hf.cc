@@ -376,8 +376,7 @@ Status load_hf_weights(Transformer& model, const std::string& dir) {
   }
   // A tensor nobody asked for means the name map or the config is wrong: refuse rather than
   // silently train a different model. Stage-local loads skip this (other stages own the rest).
-  const StageSpec& st = model.stage();
-  if (st.first_block == 0 && st.last_block == config.n_layers && st.has_embedding && st.has_head) {
+  if (model.whole()) {
     std::vector<std::string> unknown;
     for (const auto& [name, file] : file_of) {
       if (used.count(name) || name.find("rotary_emb.inv_freq") != std::string::npos) continue;

@@ -69,17 +69,32 @@ int64_t activation_bytes(const Activations& acts) {
 Transformer::Transformer(const ModelConfig& config, const PrecisionConfig& precision, StageSpec stage,
                          ExpertShard experts)
     : config_(config), stage_(stage) {
-  if (stage_.last_block < 0) stage_.last_block = config.n_layers;
-  CHECK(0 <= stage_.first_block && stage_.first_block < stage_.last_block && stage_.last_block <= config.n_layers)
-      << "stage blocks [" << stage_.first_block << ", " << stage_.last_block << ") of " << config.n_layers;
+  if (stage_.chunks.empty()) {
+    if (stage_.last_block < 0) stage_.last_block = config.n_layers;
+    stage_.chunks.push_back({stage_.first_block, stage_.last_block});
+  }
+  for (size_t c = 0; c < stage_.chunks.size(); ++c) {
+    const BlockRange& r = stage_.chunks[c];
+    CHECK(0 <= r.first && r.first < r.last && r.last <= config.n_layers &&
+          (c == 0 || stage_.chunks[c - 1].last <= r.first))
+        << "stage chunk " << c << ": blocks [" << r.first << ", " << r.last << ") of " << config.n_layers;
+  }
+  stage_.first_block = stage_.chunks.front().first;
+  stage_.last_block = stage_.chunks.back().last;
   const int64_t V = config.vocab_size, C = config.d_model;
   rope_.build(config);
   tied_ = config.tie_embeddings;
   // A tied head on a stage without the embedding keeps its own copy (reduced between stages).
   if (stage_.has_embedding || (tied_ && stage_.has_head)) embed_.allocate({V, C});
-  blocks_.resize(static_cast<size_t>(stage_.last_block - stage_.first_block));
+  int64_t n_blocks = 0;
+  for (const BlockRange& r : stage_.chunks) n_blocks += r.last - r.first;
+  blocks_.resize(static_cast<size_t>(n_blocks));
   const LinearPolicy policy{precision, &weights_epoch_};
-  for (size_t i = 0; i < blocks_.size(); ++i) blocks_[i].build(config, policy, stage_.first_block + i, experts);
+  size_t at = 0;
+  for (const BlockRange& r : stage_.chunks) {
+    chunk_blocks_.push_back({at, at + static_cast<size_t>(r.last - r.first)});
+    for (int64_t b = r.first; b < r.last; ++b) blocks_[at++].build(config, policy, b, experts);
+  }
   if (stage_.has_head) {
     final_norm_.allocate({C});
     if (!tied_) head_.allocate({V, C});
@@ -97,11 +112,22 @@ Transformer::Transformer(const ModelConfig& config, const PrecisionConfig& preci
     params_.push_back({"final_norm", &final_norm_, ParamKind::kNorm});
     if (!tied_) params_.push_back({"head", &head_, ParamKind::kMatrix});
   }
-  // The order backward finishes gradients in: head and final norm, the blocks last to first, then
-  // the embedding (a tied head's gradient is complete only after the embedding's).
-  if (stage_.has_head) grad_segments_.push_back(tied_ ? std::vector<Param*>{&final_norm_} : std::vector<Param*>{&final_norm_, &head_});
-  for (size_t i = block_params.size(); i-- > 0;) grad_segments_.push_back(std::move(block_params[i]));
-  if (embed_.defined()) grad_segments_.push_back({&embed_});
+  // The order each chunk's backward finishes gradients in: head and final norm (last chunk), its
+  // blocks last to first, then the embedding (chunk 0; a tied head's gradient is complete only
+  // after the embedding's).
+  grad_segments_.resize(chunk_blocks_.size());
+  for (size_t c = 0; c < chunk_blocks_.size(); ++c) {
+    auto& segs = grad_segments_[c];
+    if (stage_.has_head && c + 1 == chunk_blocks_.size())
+      segs.push_back(tied_ ? std::vector<Param*>{&final_norm_} : std::vector<Param*>{&final_norm_, &head_});
+    for (size_t i = chunk_blocks_[c].second; i-- > chunk_blocks_[c].first;) segs.push_back(block_params[i]);
+    if (c == 0 && stage_.has_embedding) segs.push_back({&embed_});
+  }
+}
+
+bool Transformer::whole() const {
+  return stage_.chunks.size() == 1 && stage_.first_block == 0 && stage_.last_block == config_.n_layers &&
+         stage_.has_embedding && stage_.has_head;
 }
 
 void Transformer::set_expert_group(Communicator* ep) {
@@ -165,23 +191,27 @@ void Transformer::head_forward(const float* hidden, int64_t N, float* logits, Ac
 }
 
 double Transformer::forward(const Batch& batch, Activations& acts, double loss_denominator, const float* input,
-                            float* output, double aux_weight) {
+                            float* output, double aux_weight, int chunk) {
   const int64_t B = batch.B, T = batch.T, N = B * T, C = config_.d_model, V = config_.vocab_size;
   CHECK_EQ(static_cast<int64_t>(batch.positions.size()), N) << "call Batch::finalize() first";
+  CHECK(chunk >= 0 && chunk < n_chunks()) << "chunk " << chunk << " of " << n_chunks();
+  const auto [first, end] = chunk_blocks_[static_cast<size_t>(chunk)];
+  const bool embeds = stage_.has_embedding && chunk == 0, heads = stage_.has_head && chunk == n_chunks() - 1;
   acts.batch = &batch;
+  acts.chunk = chunk;
   acts.loss_denominator = loss_denominator;
-  acts.blocks.resize(blocks_.size());
+  acts.blocks.resize(end - first);
   Tensor x = f32_matrix(N, C);
-  if (stage_.has_embedding) {
+  if (embeds) {
     embed(batch.tokens.data(), N, x.f32());
   } else {
     CHECK(input != nullptr) << "a stage without the embedding needs its input hidden states";
     copy_f32(x.f32(), input, N * C);
   }
   Tensor y = f32_matrix(N, C);
-  for (size_t i = 0; i < blocks_.size(); ++i) {
-    block_forward(blocks_[i], acts.blocks[i], y.f32(), x.f32(), batch.positions.data(), batch.key_start.data(), B, T,
-                  rope_);
+  for (size_t i = 0; i < acts.blocks.size(); ++i) {
+    block_forward(blocks_[first + i], acts.blocks[i], y.f32(), x.f32(), batch.positions.data(), batch.key_start.data(), B,
+                  T, rope_);
     std::swap(x, y);
   }
 
@@ -190,12 +220,13 @@ double Transformer::forward(const Batch& batch, Activations& acts, double loss_d
   acts.aux_loss = 0.0;
   int64_t moe_layers = 0;
   std::vector<double> load_total, prob_total;
-  for (size_t i = 0; i < blocks_.size(); ++i) {
-    if (!blocks_[i].is_moe) continue;
+  for (size_t i = 0; i < acts.blocks.size(); ++i) {
+    const Block& block = blocks_[first + i];
+    if (!block.is_moe) continue;
     MoeSaved& ms = acts.blocks[i].moe;
     ms.aux_weight = aux_weight;
     acts.aux_loss += aux_weight * ms.aux_loss;
-    if (blocks_[i].moe.aux_loss != AuxLoss::kSwitch) continue;
+    if (block.moe.aux_loss != AuxLoss::kSwitch) continue;
     if (load_total.empty()) {
       load_total.assign(ms.load.size(), 0.0);
       prob_total.assign(ms.load.size(), 0.0);
@@ -211,21 +242,23 @@ double Transformer::forward(const Batch& batch, Activations& acts, double loss_d
     // both over the tokens of every MoE layer concatenated.
     const double E = static_cast<double>(load_total.size());
     const double tokens = static_cast<double>(N * moe_layers);
-    const float coef = blocks_.back().moe.aux_loss_coef;
+    const float coef = blocks_[end - 1].moe.aux_loss_coef;
     double aux = 0.0;
     for (size_t e = 0; e < load_total.size(); ++e) aux += (load_total[e] / tokens) * (prob_total[e] / tokens);
     acts.aux_loss += aux_weight * coef * E * aux;
     std::vector<float> dprob(load_total.size());
     for (size_t e = 0; e < load_total.size(); ++e)
       dprob[e] = static_cast<float>(aux_weight * coef * E * (load_total[e] / tokens) / tokens);
-    for (size_t i = 0; i < blocks_.size(); ++i)
-      if (blocks_[i].is_moe && blocks_[i].moe.aux_loss == AuxLoss::kSwitch) acts.blocks[i].moe.aux_dprob = dprob;
+    for (size_t i = 0; i < acts.blocks.size(); ++i) {
+      const Block& block = blocks_[first + i];
+      if (block.is_moe && block.moe.aux_loss == AuxLoss::kSwitch) acts.blocks[i].moe.aux_dprob = dprob;
+    }
   }
 
-  if (!stage_.has_head) {
+  if (!heads) {
     CHECK(output != nullptr) << "a stage without the head must write its output hidden states";
     copy_f32(output, x.f32(), N * C);
-    return 0.0;
+    return acts.aux_loss;
   }
   acts.final_in = x;
   acts.logits = f32_matrix(N, V);
@@ -244,16 +277,20 @@ double Transformer::forward(const Batch& batch, Activations& acts, double loss_d
 void Transformer::backward_input(Activations& acts, const float* d_output, float* d_input, const GradsReadyFn* ready) {
   // With `ready`, the weight gradients of each part run as soon as its input gradient is done, and
   // the part's parameters are reported final; without, they stay queued for backward_weight.
+  const int chunk = acts.chunk;
+  const auto [first, end] = chunk_blocks_[static_cast<size_t>(chunk)];
+  const bool embeds = stage_.has_embedding && chunk == 0, heads = stage_.has_head && chunk == n_chunks() - 1;
+  const std::vector<std::vector<Param*>>& segments = grad_segments_[static_cast<size_t>(chunk)];
   size_t segment = 0;
   auto finish_segment = [&] {
     if (ready == nullptr) return;
     acts.weight_grads.run();
-    (*ready)(grad_segments_[segment++]);
+    (*ready)(segments[segment++]);
   };
   const Batch& batch = *acts.batch;
   const int64_t N = batch.B * batch.T, C = config_.d_model, V = config_.vocab_size;
   Tensor dx = f32_matrix(N, C);
-  if (stage_.has_head) {
+  if (heads) {
     // Loss -> logits -> head and final norm.
     // d loss / d logits = (softmax - onehot) * s per token, through the logit scale: s is
     // 1/denominator for the cross-entropy, -d loss/d logp for a loss on log-probs.
@@ -284,12 +321,12 @@ void Transformer::backward_input(Activations& acts, const float* d_output, float
     copy_f32(dx.f32(), d_output, N * C);
   }
   Tensor dprev = f32_matrix(N, C);
-  for (size_t i = blocks_.size(); i-- > 0;) {
-    block_backward(blocks_[i], acts.blocks[i], dprev.f32(), dx.f32(), acts.weight_grads);
+  for (size_t i = acts.blocks.size(); i-- > 0;) {
+    block_backward(blocks_[first + i], acts.blocks[i], dprev.f32(), dx.f32(), acts.weight_grads);
     std::swap(dx, dprev);
     finish_segment();
   }
-  if (stage_.has_embedding) {
+  if (embeds) {
     // Scatter-add into the embedding rows the batch used (deterministic order: token index).
     const float* g = dx.f32();
     for (int64_t i = 0; i < N; ++i) add_inplace_f32(embed_.g() + static_cast<int64_t>(batch.tokens[i]) * C, g + i * C, C);
@@ -297,11 +334,11 @@ void Transformer::backward_input(Activations& acts, const float* d_output, float
     CHECK(d_input != nullptr) << "a stage without the embedding passes its input gradient back";
     copy_f32(d_input, dx.f32(), N * C);
   }
-  while (ready != nullptr && segment < grad_segments_.size()) finish_segment();  // the embedding
+  while (ready != nullptr && segment < segments.size()) finish_segment();  // the embedding
 }
 
 Tensor Transformer::logits(const Batch& batch) {
-  CHECK(stage_.has_embedding && stage_.has_head) << "logits() needs the whole model on one stage";
+  CHECK(whole()) << "logits() needs the whole model on one stage";
   Activations acts;
   forward(batch, acts, 1.0);
   return acts.logits;
@@ -309,9 +346,11 @@ Tensor Transformer::logits(const Batch& batch) {
 
 std::vector<MoeStats> Transformer::moe_stats(const Activations& acts) const {
   std::vector<MoeStats> out;
-  for (size_t i = 0; i < blocks_.size() && i < acts.blocks.size(); ++i) {
-    if (!blocks_[i].is_moe) continue;
-    out.push_back({blocks_[i].index, acts.blocks[i].moe.load, acts.blocks[i].moe.dropped});
+  const size_t first = chunk_blocks_[static_cast<size_t>(acts.chunk)].first;
+  for (size_t i = 0; i < acts.blocks.size(); ++i) {
+    const Block& b = blocks_[first + i];
+    if (!b.is_moe) continue;
+    out.push_back({b.index, acts.blocks[i].moe.load, acts.blocks[i].moe.dropped});
   }
   return out;
 }
@@ -324,10 +363,9 @@ std::vector<MoeStats> Transformer::empty_moe_stats() const {
 }
 
 void Transformer::update_router_biases(const std::vector<MoeStats>& global_stats, float gamma) {
-  for (const MoeStats& st : global_stats) {
-    Block& b = blocks_[static_cast<size_t>(st.block - stage_.first_block)];
-    if (b.is_moe && b.moe.router_bias.defined()) moe_update_bias(b.moe, st.load, gamma);
-  }
+  for (const MoeStats& st : global_stats)
+    for (Block& b : blocks_)
+      if (b.index == st.block && b.is_moe && b.moe.router_bias.defined()) moe_update_bias(b.moe, st.load, gamma);
 }
 
 std::vector<KVCache> Transformer::make_kv_caches(int64_t B, int64_t capacity) const {
@@ -340,7 +378,7 @@ std::vector<KVCache> Transformer::make_kv_caches(int64_t B, int64_t capacity) co
 Tensor Transformer::decode(std::vector<KVCache>& caches, const std::vector<int32_t>& tokens,
                            const std::vector<int32_t>& positions, const std::vector<int32_t>& key_start, int64_t B,
                            int64_t T_new, bool last_only) {
-  CHECK(stage_.has_embedding && stage_.has_head) << "decode() needs the whole model on one stage";
+  CHECK(whole()) << "decode() needs the whole model on one stage";
   CHECK_EQ(caches.size(), blocks_.size());
   const int64_t N = B * T_new, C = config_.d_model, V = config_.vocab_size;
   CHECK_EQ(static_cast<int64_t>(tokens.size()), N);

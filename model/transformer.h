@@ -40,15 +40,22 @@ struct Batch {
   int64_t n_targets() const;
 };
 
-// Which part of the model this process holds.
+// Which part of the model this process holds: blocks [first_block, last_block), or with an
+// interleaved pipeline several such chunks (virtual stages), each run by its own forward and
+// backward calls. The embedding belongs to chunk 0, the final norm and head to the last chunk.
+struct BlockRange {
+  int64_t first = 0, last = 0;
+};
 struct StageSpec {
   int64_t first_block = 0, last_block = -1;  // [first, last); -1 = n_layers
   bool has_embedding = true, has_head = true;
+  std::vector<BlockRange> chunks;  // when set, replaces [first_block, last_block): ascending, disjoint
 };
 
 // What one micro-batch's forward keeps for its backward.
 struct Activations {
   const Batch* batch = nullptr;
+  int chunk = 0;                   // which of the stage's chunks ran the forward
   std::vector<BlockSaved> blocks;
   Tensor final_in;                 // (N, C) input of the final norm
   Tensor final_rstd;               // (N,)
@@ -94,16 +101,20 @@ class Transformer {
 
   const ModelConfig& config() const { return config_; }
   const StageSpec& stage() const { return stage_; }
+  int n_chunks() const { return static_cast<int>(stage_.chunks.size()); }
+  // The whole model in one chunk (decoding, logits(), Hugging Face export).
+  bool whole() const;
   // Every parameter this stage holds, in a fixed order, with global names.
   const ParamList& params() const { return params_; }
   Param* find_param(const std::string& name) const;
   void init(uint64_t seed);
 
-  // Forward of this stage. First stage reads batch.tokens; others read `input` (N, C). Last stage
-  // computes the loss (returned: loss_sum / loss_denominator + aux); others write `output` (N, C).
+  // Forward of chunk `chunk` of this stage. The first (chunk 0 with the embedding) reads
+  // batch.tokens; others read `input` (N, C). The last (last chunk with the head) computes the loss
+  // (returned: loss_sum / loss_denominator + aux); others write `output` (N, C) and return aux.
   // aux_weight scales the auxiliary losses (e.g. 1 / micro-batches per step).
   double forward(const Batch& batch, Activations& acts, double loss_denominator, const float* input = nullptr,
-                 float* output = nullptr, double aux_weight = 1.0);
+                 float* output = nullptr, double aux_weight = 1.0, int chunk = 0);
   // Last stage: d_output ignored (the loss seeds the gradient). Others: d_output (N, C).
   // Not first stage: d_input (N, C) receives the gradient of the stage input.
   // `ready` (optional): called with each group of parameters whose gradient contribution from this
@@ -134,7 +145,8 @@ class Transformer {
   // Zero loads for every MoE block of this stage: what a rank that ran no micro-batch contributes
   // to the step's global expert loads (the same layout moe_stats() returns).
   std::vector<MoeStats> empty_moe_stats() const;
-  // Aux-loss-free balancing step for every sigmoid-scored MoE block, from global loads.
+  // Aux-loss-free balancing step for every sigmoid-scored MoE block, from global loads (blocks
+  // this stage does not hold are skipped).
   void update_router_biases(const std::vector<MoeStats>& global_stats, float gamma);
 
   // ---- decoding with a KV cache (single-stage models) ----
@@ -163,7 +175,9 @@ class Transformer {
   bool tied_ = false;
   int64_t weights_epoch_ = 0;  // see mark_weights_changed(); LinearGemms hold a pointer to it
   ParamList params_;
-  std::vector<std::vector<Param*>> grad_segments_;  // parameters in the order backward finishes them
+  std::vector<std::pair<size_t, size_t>> chunk_blocks_;  // (n_chunks,) [begin, end) into blocks_
+  // Per chunk, its parameters in the order its backward finishes them.
+  std::vector<std::vector<std::vector<Param*>>> grad_segments_;
 };
 
 }  // namespace strata

@@ -251,6 +251,46 @@ TEST(Model, StagesChainToTheWholeModel) {
   }
 }
 
+// An interleaved stage: rank A holds chunks [0, 1) and [2, 3) (virtual stages 0 and 2), rank B
+// [1, 2); with tied embeddings A holds the embedding and the head's tied copy in one Transformer.
+TEST(Model, ChunksChainToTheWholeModel) {
+  ModelConfig c = tiny_moe(RouterScoring::kSigmoid);
+  c.n_layers = 3;
+  c.tie_embeddings = true;
+  Transformer whole(c, PrecisionConfig{});
+  whole.init(4);
+  StageSpec sa;
+  sa.chunks = {{0, 1}, {2, 3}};
+  Transformer a(c, PrecisionConfig{}, sa);
+  Transformer b(c, PrecisionConfig{}, StageSpec{1, 2, false, false});
+  a.init(4);
+  b.init(4);
+  EXPECT_EQ(a.n_chunks(), 2);
+  EXPECT_FALSE(a.whole());
+  EXPECT_TRUE(whole.whole());
+  Batch batch = make_batch(2, 6, c.vocab_size, 8);
+  const double denom = batch.n_targets();
+  Activations aw, a0, b0, a1;
+  const double lw = whole.forward(batch, aw, denom);
+  std::vector<float> h0(2 * 6 * c.d_model), h1(h0.size()), d1(h0.size()), d0(h0.size());
+  a.forward(batch, a0, denom, nullptr, h0.data(), 1.0, 0);
+  b.forward(batch, b0, denom, h0.data(), h1.data());
+  const double ls = a.forward(batch, a1, denom, h1.data(), nullptr, 1.0, 1);
+  EXPECT_NEAR(ls, lw, 1e-6 * std::fabs(lw));
+  whole.backward(aw);
+  a.backward(a1, nullptr, d1.data());
+  b.backward(b0, d1.data(), d0.data());
+  a.backward(a0, d0.data());
+  for (Transformer* t : {&a, &b})
+    for (const ParamRef& p : t->params()) {
+      if (!p.param->grad.defined()) continue;
+      Param* q = whole.find_param(p.name);
+      for (int64_t i = 0; i < q->value.numel(); ++i) ASSERT_NEAR(p.param->g()[i], q->g()[i], 1e-5) << p.name;
+    }
+  EXPECT_EQ(a.moe_stats(a1).size(), 1u);  // block 2 only
+  EXPECT_EQ(a.moe_stats(a1)[0].block, 2);
+}
+
 TEST(Model, Bf16ModeStaysCloseToFp32) {
   ModelConfig c = tiny_moe(RouterScoring::kSoftmax);
   c.init_std = 0.1;
