@@ -42,6 +42,9 @@ struct OptimTensor {
   // rows (0: the whole tensor), whose gradient is reduced over the expert-data-parallel group.
   bool expert = false;
   int64_t row_begin = 0, global_rows = 0;
+  // Pipeline parallelism: a copy of a tensor another stage also holds and updates identically (a
+  // tied head's copy of the embedding). Its gradient counts once in the global norm: there.
+  bool copy = false;
 };
 
 class AdamW {

@@ -12,10 +12,26 @@ namespace strata {
 namespace {
 
 // The tensors of `ts` that are not routed-expert shards.
+// The dense tensors whose gradients count in the norm here (not expert shards, not copies).
 std::vector<OptimTensor> dense_of(const std::vector<OptimTensor>& ts) {
   std::vector<OptimTensor> out;
   for (const OptimTensor& t : ts)
-    if (!t.expert) out.push_back(t);
+    if (!t.expert && !t.copy) out.push_back(t);
+  return out;
+}
+
+// Every tensor whose gradient counts in the norm here (not copies), in order.
+std::vector<OptimTensor> counted(const std::vector<OptimTensor>& ts) {
+  std::vector<OptimTensor> out;
+  for (const OptimTensor& t : ts)
+    if (!t.copy) out.push_back(t);
+  return out;
+}
+
+std::vector<OptimTensor> experts_of(const std::vector<OptimTensor>& ts) {
+  std::vector<OptimTensor> out;
+  for (const OptimTensor& t : ts)
+    if (t.expert) out.push_back(t);
   return out;
 }
 
@@ -29,10 +45,11 @@ std::vector<int64_t> dims_of(const Tensor& t) {
 
 DistributedOptimizer::DistributedOptimizer(const OptimConfig& optim, const ParallelConfig& parallel,
                                            std::vector<OptimTensor> tensors, Communicator* dp, Communicator* edp,
-                                           Communicator* ep)
+                                           Communicator* ep, Communicator* pp)
     : optim_(optim), tensors_(std::move(tensors)) {
   if (dp != nullptr && dp->size() > 1) dp_ = dp;
   if (ep != nullptr && ep->size() > 1) ep_ = ep;
+  if (pp != nullptr && pp->size() > 1) pp_ = pp;
   zero_ = dp_ != nullptr && parallel.zero >= 1;
   overlap_ = parallel.overlap_grad_reduce;
   if (dp_ == nullptr) {
@@ -82,6 +99,7 @@ DistributedOptimizer::DistributedOptimizer(const OptimConfig& optim, const Paral
   for (size_t p = 0; p < pieces_.size(); ++p) {
     const OptimTensor& t = tensors_[pieces_[p].tensor];
     updated_.push_back({t.name, &piece_values_[p], &piece_grads_[p], t.decay});
+    updated_.back().copy = t.copy;
   }
   for (const OptimTensor& t : tensors_)
     if (ep_ != nullptr && t.expert) updated_.push_back(t);
@@ -131,7 +149,7 @@ StatusOr<OptimStepResult> DistributedOptimizer::step(double lr, bool local_bad) 
   OptimStepResult out;
   // What this rank holds of the global gradient: all of it, or its shard.
   double bad = (local_bad || grads_have_nonfinite(updated_)) ? 1.0 : 0.0;
-  double sumsq = 0.0;
+  double sumsq = 0.0;  // this stage's squared gradient norm, once the steps below have run
   if (dp_ != nullptr) {
     Timer t;
     // One small all-reduce carries the skip decision and (ZeRO-1) the squared norm of the shards.
@@ -141,32 +159,35 @@ StatusOr<OptimStepResult> DistributedOptimizer::step(double lr, bool local_bad) 
     sumsq = v[1];
     comm_seconds_ += t.seconds();
   }
-  if (bad > 0.0) return out;
-  if (ep_ != nullptr) {
-    // Dense gradients are the same on every rank (ZeRO-1: their shards' squares are summed over
-    // dp already); each rank of the expert group holds other experts: the squared norm adds theirs.
-    std::vector<OptimTensor> expert_tensors;
-    for (const OptimTensor& t : updated_)
-      if (t.expert) expert_tensors.push_back(t);
-    const double dense = zero_ ? sumsq : grad_sum_of_squares(dense_of(updated_));
-    double expert = grad_sum_of_squares(expert_tensors);
+  // Every rank of a stage agrees on `bad` now, so they all take the same branches below.
+  if (bad == 0.0) {
+    // Dense gradients are the same on every rank of the stage (ZeRO-1: their shards' squares are
+    // summed over dp already); each rank of an expert group holds other experts: add theirs.
+    if (ep_ != nullptr) {
+      if (!zero_) sumsq = grad_sum_of_squares(dense_of(updated_));
+      double expert = grad_sum_of_squares(experts_of(updated_));
+      Timer t;
+      RETURN_IF_ERROR(ep_->all_reduce(&expert, 1, ReduceOp::kSum));
+      comm_seconds_ += t.seconds();
+      sumsq += expert;
+    } else if (!zero_) {
+      sumsq = grad_sum_of_squares(counted(updated_));  // clip_grad_norm's order: one process's bits
+    }
+  }
+  if (pp_ != nullptr) {  // every stage's decision and squares
     Timer t;
-    RETURN_IF_ERROR(ep_->all_reduce(&expert, 1, ReduceOp::kSum));
+    double v[2] = {bad, bad == 0.0 ? sumsq : 0.0};
+    RETURN_IF_ERROR(pp_->all_reduce(v, 2, ReduceOp::kSum));
+    bad = v[0];
+    sumsq = v[1];
     comm_seconds_ += t.seconds();
-    out.grad_norm = std::sqrt(dense + expert);
-    if (optim_.grad_clip > 0.0 && std::isfinite(out.grad_norm)) {
-      const double coef = optim_.grad_clip / (out.grad_norm + 1e-6);
-      if (coef < 1.0) scale_grads(updated_, coef);
-    }
-  } else if (zero_) {
-    // The same clipping as clip_grad_norm, with the norm of the whole gradient.
-    out.grad_norm = std::sqrt(sumsq);
-    if (optim_.grad_clip > 0.0 && std::isfinite(out.grad_norm)) {
-      const double coef = optim_.grad_clip / (out.grad_norm + 1e-6);
-      if (coef < 1.0) scale_grads(updated_, coef);
-    }
-  } else {
-    out.grad_norm = clip_grad_norm(updated_, optim_.grad_clip);  // identical on every rank
+  }
+  if (bad > 0.0) return out;
+  // clip_grad_norm's clipping, with the norm of the whole gradient.
+  out.grad_norm = std::sqrt(sumsq);
+  if (optim_.grad_clip > 0.0 && std::isfinite(out.grad_norm)) {
+    const double coef = optim_.grad_clip / (out.grad_norm + 1e-6);
+    if (coef < 1.0) scale_grads(updated_, coef);
   }
   adam_->step(lr);
   out.applied = true;

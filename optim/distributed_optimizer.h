@@ -24,6 +24,10 @@
 // group (ep). With ZeRO-1 only the dense tensors are sharded over dp; expert tensors keep their
 // (already 1/ep) state whole.
 //
+// Pipeline parallelism: each stage's ranks hold other tensors. The skip decision and the global
+// norm are summed over the pipeline group (pp) too; a tensor marked OptimTensor::copy (a tied
+// head's embedding copy) is left out of the norm on the stage holding the copy.
+//
 // Checkpoints: state_slices() names every moment with its global name and where this rank's part
 // sits: the whole tensor (zero 0, written once: `replicated`), or a flat element range of it
 // (zero 1), so a checkpoint resumes on any dp with or without ZeRO.
@@ -66,9 +70,11 @@ class DistributedOptimizer {
   // tensors: every trained tensor, in model parameter order (gradients fill buckets in the reverse
   // order, that of backward). dp: the data-parallel group; null or size 1 = a single process. The
   // gradients of `tensors` are moved into bucket buffers when their group has several ranks.
-  // edp, ep: the expert-data-parallel and expert groups (expert parallelism only).
+  // edp, ep: the expert-data-parallel and expert groups (expert parallelism only); pp: the
+  // pipeline group (pipeline parallelism only).
   DistributedOptimizer(const OptimConfig& optim, const ParallelConfig& parallel, std::vector<OptimTensor> tensors,
-                       Communicator* dp, Communicator* edp = nullptr, Communicator* ep = nullptr);
+                       Communicator* dp, Communicator* edp = nullptr, Communicator* ep = nullptr,
+                       Communicator* pp = nullptr);
 
   void zero_grads();
   // The backward of the last micro-batch of this update reports gradients that are final: their
@@ -124,6 +130,7 @@ class DistributedOptimizer {
   bool zero_ = false, overlap_ = true;
   Communicator* dp_ = nullptr;  // null in a single process
   Communicator* ep_ = nullptr;  // the expert group, with expert parallelism
+  Communicator* pp_ = nullptr;  // the pipeline group, with pipeline parallelism
   std::vector<OptimTensor> tensors_;
   std::unique_ptr<GradBuckets> buckets_;         // dense gradients over dp (expert ones too without ep)
   std::unique_ptr<GradBuckets> expert_buckets_;  // expert gradients over edp (ep > 1, edp > 1)
