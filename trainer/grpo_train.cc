@@ -326,7 +326,7 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
   model.set_expert_group(dp.ep.get());
   model.set_dispatch_fp8(config.parallel.dispatch_fp8);
   RETURN_IF_ERROR(init_model_weights(model, config.model, seed));
-  DistributedOptimizer optimizer(config.optim, config.parallel, optimizer_tensors(model, config.optim), dp.comm.get(),
+  DistributedOptimizer optimizer(config.optim, config.parallel, optimizer_tensors(model, config.optim), dp.comm,
                                  dp.edp.get(), dp.ep.get());
   // Expert parallelism: MoE layers exchange tokens in every forward, so decoding runs in lockstep
   // over the expert group (the most steps any rank needs; finished ranks keep stepping).
@@ -406,7 +406,7 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
     Timer t;
     RETURN_IF_ERROR(save_checkpoint(checkpoint_root_of(config), meta,
                                     run_checkpoint_tensors(model, optimizer, fp8_state, extra, dp),
-                                    config.checkpoint.keep_last, nullptr, dp.comm.get()));
+                                    config.checkpoint.keep_last, nullptr, dp.world));
     LOG(INFO) << absl::StrFormat("checkpoint step %d saved in %.2fs", step, t.seconds());
     return OkStatus();
   };

@@ -1,5 +1,6 @@
 #include "trainer/run_common.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <limits>
@@ -36,8 +37,10 @@ Status refuse_unlanded(const ExperimentConfig& c) {
         "parallel.deterministic: fixed-order (bitwise layout-invariant) reductions are not implemented yet; layouts "
         "match one process within the measured noise floor");
   }
-  if (c.parallel.pp > 1) {
-    return absl::UnimplementedError("pipeline parallelism (pp > 1) lands with issue #9; dp, zero: 1 and ep run today");
+  if (c.parallel.pp > 1 && c.train.mode == TrainMode::kGrpo) {
+    return absl::UnimplementedError(
+        "train.mode: grpo with parallel.pp > 1: rollouts decoding through pipeline stages are not implemented yet "
+        "(issue #9); pretrain and sft run at any pp, GRPO at any dp and ep");
   }
   return OkStatus();
 }
@@ -72,8 +75,8 @@ StatusOr<DataParallel> DataParallel::join(const ExperimentConfig& c) {
   DataParallel dp;
   int64_t world = 1;
   if (MpiEnv::active()) {
-    dp.comm = mpi_world_communicator(c.parallel.timeout_s);
-    world = dp.comm->size();
+    dp.world_owned_ = mpi_world_communicator(c.parallel.timeout_s);
+    world = dp.world_owned_->size();
   }
   ASSIGN_OR_RETURN(ParallelDims dims, ParallelDims::make(c.parallel, world));
   const int64_t per_rank = c.data.micro_batch_size * dims.dp();
@@ -89,27 +92,46 @@ StatusOr<DataParallel> DataParallel::join(const ExperimentConfig& c) {
                                                    c.data.micro_batch_size, " x ", dims.dp()));
   }
   if (world == 1) {
-    dp.comm.reset();
+    dp.world_owned_.reset();
     return dp;
   }
-  dp.size = dp.comm->size();
-  dp.rank = dp.comm->rank();
-  if (dims.ep() > 1) {  // every rank splits in the same order: its expert group, then its edp group
-    const RankCoord coord = dims.coord(dp.rank);
+  Communicator* w = dp.world_owned_.get();
+  dp.world = w;
+  const int64_t me = w->rank();
+  const RankCoord coord = dims.coord(me);
+  dp.size = static_cast<int>(dims.dp());
+  dp.rank = static_cast<int>(dims.dp_rank(me));
+  // Every rank splits in the same order: its pipeline and data-parallel groups, then the expert
+  // groups out of the world (their ranks share a stage).
+  if (dims.pp() > 1) {
+    dp.pp_size = static_cast<int>(dims.pp());
+    dp.pp_rank = static_cast<int>(coord.pp);
+    ASSIGN_OR_RETURN(dp.pp, w->split(dims.group(me, ParallelGroup::kPp), "pp"));
+    ASSIGN_OR_RETURN(dp.dp_owned_, w->split(dims.group(me, ParallelGroup::kDp), "dp"));
+    if (dims.dp() > 1) dp.comm = dp.dp_owned_.get();
+  } else {
+    dp.comm = w;
+  }
+  if (dims.ep() > 1) {
     dp.ep_size = dims.ep();
     dp.ep_rank = coord.ep;
     dp.edp_rank = coord.edp;
     dp.edp_size = dims.edp();
-    ASSIGN_OR_RETURN(dp.ep, dp.comm->split(dims.group(dp.rank, ParallelGroup::kEp), "ep"));
-    ASSIGN_OR_RETURN(dp.edp, dp.comm->split(dims.group(dp.rank, ParallelGroup::kEdp), "edp"));
+    ASSIGN_OR_RETURN(dp.ep, w->split(dims.group(me, ParallelGroup::kEp), "ep"));
+    ASSIGN_OR_RETURN(dp.edp, w->split(dims.group(me, ParallelGroup::kEdp), "edp"));
   }
-  LOG(INFO) << "data parallel: " << dims.describe();
+  LOG(INFO) << "parallel layout: " << dims.describe();
   return dp;
 }
 
 Status DataParallel::sum(double* data, int64_t n) const {
   if (!comm) return OkStatus();
   return comm->all_reduce(data, n, ReduceOp::kSum);
+}
+
+Status DataParallel::sum_world(double* data, int64_t n) const {
+  if (!world) return OkStatus();
+  return world->all_reduce(data, n, ReduceOp::kSum);
 }
 
 namespace {
@@ -133,6 +155,7 @@ std::vector<OptimTensor> optimizer_tensors(Transformer& model, const OptimConfig
     if (!p.param->grad.defined()) continue;  // balancing biases are not trained by gradient
     out.push_back({p.name, &p.param->value, &p.param->grad, decays(p.kind, config), p.expert, p.row_begin,
                    p.global_rows});
+    out.back().copy = p.name == "embed" && !model.stage().has_embedding;
   }
   return out;
 }
@@ -148,6 +171,22 @@ void backward_micro_batch(Transformer& model, Activations& acts, DistributedOpti
     optimizer.poll();
   };
   model.backward(acts, nullptr, nullptr, &ready);
+}
+
+std::vector<MoeStats> whole_model_moe_stats(const ModelConfig& config) {
+  std::vector<MoeStats> out;
+  for (int64_t l = 0; l < config.n_layers; ++l)
+    if (config.is_moe_block(l)) out.push_back({l, std::vector<int64_t>(static_cast<size_t>(config.moe.n_experts), 0), 0});
+  return out;
+}
+
+void add_moe_stats(std::vector<MoeStats>& total, const std::vector<MoeStats>& part) {
+  for (const MoeStats& s : part)
+    for (MoeStats& t : total)
+      if (t.block == s.block) {
+        for (size_t e = 0; e < s.load.size(); ++e) t.load[e] += s.load[e];
+        t.dropped += s.dropped;
+      }
 }
 
 void add_moe_metrics(MetricRecord& r, const std::vector<MoeStats>& loads, const MoeCommStats& a2a, bool expert_parallel) {
@@ -273,8 +312,15 @@ std::vector<CheckpointTensor> run_checkpoint_tensors(Transformer& model, Distrib
                                                      const std::vector<CheckpointTensor>& extra,
                                                      const DataParallel& dp) {
   std::vector<CheckpointTensor> all;
-  for (const ParamRef& p : model.params()) all.push_back(param_tensor(p.name, p));
+  // A tied head's copy of the embedding (pipeline parallelism) is the first stage's to write.
+  std::vector<std::string> copies;
+  for (const OptimTensor& t : optimizer.tensors())
+    if (t.copy) copies.insert(copies.end(), {t.name, "optim.m." + t.name, "optim.v." + t.name});
+  auto is_copy = [&](const std::string& name) { return std::find(copies.begin(), copies.end(), name) != copies.end(); };
+  for (const ParamRef& p : model.params())
+    if (!is_copy(p.name)) all.push_back(param_tensor(p.name, p));
   for (const OptimStateSlice& s : optimizer.state_slices()) {
+    if (is_copy(s.name)) continue;
     CheckpointTensor t;
     t.name = s.name;
     t.tensor = s.tensor;

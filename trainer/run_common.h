@@ -27,30 +27,48 @@ std::string run_dir_of(const ExperimentConfig& c);
 std::string checkpoint_root_of(const ExperimentConfig& c);
 // Features a config can name that this build cannot run yet (Unimplemented, exit 3).
 Status refuse_unlanded(const ExperimentConfig& c);
-// The data-parallel group of a run: every rank of the job (pp = ep = 1 for now), rank r taking
-// micro-batches m with m % size == r of every step's global batch (pretrain / SFT) or its share
-// of the prompts (GRPO). Gradients are reduced by the DistributedOptimizer built over `comm`.
+// The parallel groups of a run (DESIGN.md "The parallel layout"): the data-parallel group of
+// this rank's pipeline stage, rank r of which takes micro-batches m with m % size == r of every
+// step's global batch (pretrain / SFT) or its share of the prompts (GRPO); the expert groups
+// carved out of it; the pipeline group (pp > 1). Gradients are reduced by the
+// DistributedOptimizer built over them.
 struct DataParallel {
-  int size = 1, rank = 0;
-  std::unique_ptr<Communicator> comm;  // null in a single process
+  int size = 1, rank = 0;           // the data-parallel group
+  Communicator* comm = nullptr;     // the data-parallel group; null in a single process
+  Communicator* world = nullptr;    // every rank of the job (checkpoints, job-wide sums); null alone
   // Expert parallelism (parallel.ep > 1): this rank's expert group (all-to-all dispatch) and
   // expert-data-parallel group (expert gradients); null otherwise.
   int64_t ep_size = 1, ep_rank = 0, edp_size = 1, edp_rank = 0;
   std::unique_ptr<Communicator> ep, edp;
+  // Pipeline parallelism (parallel.pp > 1): this rank's stage and the group of its pipeline.
+  int pp_size = 1, pp_rank = 0;
+  std::unique_ptr<Communicator> pp;
   ExpertShard experts() const { return {ep_size, ep_rank}; }
+  int world_size() const { return world ? world->size() : 1; }
+  bool root() const { return world == nullptr || world->rank() == 0; }  // writes metrics and samples
   // Joins MPI's world when the process runs under mpirun/srun; validates the layout.
   static StatusOr<DataParallel> join(const ExperimentConfig& c);
-  // Sums `data` (n,) over the group in place; nothing in a single process.
+  // Sums `data` (n,) over the data-parallel group / the whole job in place; nothing alone.
   Status sum(double* data, int64_t n) const;
+  Status sum_world(double* data, int64_t n) const;
+
+ private:
+  std::unique_ptr<Communicator> world_owned_, dp_owned_;
 };
 
-// AdamW's view of the model's parameters; `decay` follows ParamKind and OptimConfig.
+// AdamW's view of the model's parameters; `decay` follows ParamKind and OptimConfig. A tied
+// head's copy of the embedding on a stage without the embedding is marked OptimTensor::copy.
 std::vector<OptimTensor> optimizer_tensors(Transformer& model, const OptimConfig& config);
 
 // Backward of one micro-batch. For the last micro-batch this rank runs in an update, the
 // optimizer learns which gradients are final as each layer finishes (their bucket reductions
 // start while the rest of the backward runs) and its reductions are polled between layers.
 void backward_micro_batch(Transformer& model, Activations& acts, DistributedOptimizer& optimizer, bool last);
+
+// Zero expert loads for every MoE block of the whole model (every stage's blocks), in block order.
+std::vector<MoeStats> whole_model_moe_stats(const ModelConfig& config);
+// Adds `part` (some blocks' loads) into `total` (whole_model_moe_stats's layout), by block index.
+void add_moe_stats(std::vector<MoeStats>& total, const std::vector<MoeStats>& part);
 
 // MoE metrics of one step: per block its busiest expert's load over the mean (moe<b>_max_load)
 // and dropped choices; over all blocks tokens per expert (moe_load_min / max) and the largest

@@ -18,6 +18,7 @@
 #include "trainer/config_yaml.h"
 #include "trainer/fault_injection.h"
 #include "trainer/grpo_train.h"
+#include "trainer/pipeline_stage.h"
 #include "trainer/run_common.h"
 
 namespace strata {
@@ -25,15 +26,28 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Held-out loss over `batches` (no gradients kept).
-double evaluate_loss(Transformer& model, const std::vector<Batch>& batches) {
+// Held-out loss over `batches` (no gradients kept). Under pipeline parallelism the batches flow
+// through the stages forward only and the last stage's sum is shared over the pipeline.
+StatusOr<double> evaluate_loss(Transformer& model, const std::vector<Batch>& batches, const PipelinePlan* pipe,
+                               const DataParallel& dp) {
   double sum = 0;
   int64_t n = 0;
-  for (const Batch& b : batches) {
-    Activations acts;
-    model.forward(b, acts, 1.0);
-    sum += acts.loss_sum;
-    n += b.n_targets();
+  for (const Batch& b : batches) n += b.n_targets();
+  if (pipe == nullptr) {
+    for (const Batch& b : batches) {
+      Activations acts;
+      model.forward(b, acts, 1.0);
+      sum += acts.loss_sum;
+    }
+  } else {
+    ModelStage stage(model);
+    std::vector<const Batch*> ptrs;
+    for (const Batch& b : batches) ptrs.push_back(&b);
+    stage.begin_step(ptrs, 1.0, 1.0, /*keep=*/false);
+    const Schedule s = forward_only_schedule(pipe->p, static_cast<int>(batches.size()), pipe->v);
+    RETURN_IF_ERROR(run_pipeline(s, dp.pp_rank, stage, dp.pp.get()).status());
+    sum = stage.loss_sum;
+    RETURN_IF_ERROR(dp.pp->all_reduce(&sum, 1, ReduceOp::kSum));
   }
   return n > 0 ? sum / static_cast<double>(n) : 0.0;
 }
@@ -57,16 +71,28 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
     if (el.ok()) eval_loader = *std::move(el);
   }
 
-  // Model and optimizer.
-  Transformer model(config.model, config.precision, StageSpec{}, dp.experts());
+  // Model and optimizer: this rank's pipeline stage (the whole model without pp) and experts.
+  std::unique_ptr<PipelinePlan> pipe;
+  if (config.parallel.pp > 1) {
+    ASSIGN_OR_RETURN(PipelinePlan plan, make_pipeline_plan(config, dp.size));
+    pipe = std::make_unique<PipelinePlan>(std::move(plan));
+    LOG(INFO) << "pipeline: " << schedule_name(pipe->kind) << ", " << pipe->m << " micro-batches, blocks per stage "
+              << pipe->describe() << (pipe->balanced ? " (balanced by cost)" : " (parallel.pipeline.layout)");
+  }
+  Transformer model(config.model, config.precision, pipe ? pipe->stage(dp.pp_rank) : StageSpec{}, dp.experts());
   model.set_expert_group(dp.ep.get());
   model.set_dispatch_fp8(config.parallel.dispatch_fp8);
   RETURN_IF_ERROR(init_model_weights(model, config.model, seed));
-  DistributedOptimizer optimizer(config.optim, config.parallel, optimizer_tensors(model, config.optim), dp.comm.get(),
-                                 dp.edp.get(), dp.ep.get());
+  DistributedOptimizer optimizer(config.optim, config.parallel, optimizer_tensors(model, config.optim), dp.comm,
+                                 dp.edp.get(), dp.ep.get(), dp.pp.get());
+  std::string where;
+  if (dp.ep_size > 1 || pipe) {
+    where = absl::StrCat(" on this rank (", pipe ? absl::StrCat("stage ", dp.pp_rank, " of ", dp.pp_size) : "",
+                         pipe && dp.ep_size > 1 ? ", " : "",
+                         dp.ep_size > 1 ? absl::StrFormat("experts split %d ways", dp.ep_size) : "", ")");
+  }
   LOG(INFO) << absl::StrFormat("model: %s, %.2fM parameters%s (%.2fM active matmul per token), %d blocks",
-                               hf_model_type(config.model.arch), count_elements(model.params()) / 1e6,
-                               dp.ep_size > 1 ? absl::StrFormat(" on this rank (experts split %d ways)", dp.ep_size) : "",
+                               hf_model_type(config.model.arch), count_elements(model.params()) / 1e6, where,
                                active_matmul_params(config.model) / 1e6, config.model.n_layers);
 
   // Resume.
@@ -83,7 +109,7 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
   }
 
   MetricsWriter metrics;
-  if (config.log.metrics_jsonl && dp.rank == 0) metrics.open((fs::path(run_dir) / "metrics.jsonl").string(), start);
+  if (config.log.metrics_jsonl && dp.root()) metrics.open((fs::path(run_dir) / "metrics.jsonl").string(), start);
 
   const int64_t G = config.data.global_batch_size, mb = config.data.micro_batch_size, T = config.data.seq_len;
   const int64_t accum = G / mb;
@@ -106,7 +132,8 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
     CheckpointMeta meta;
     meta.step = step;
     meta.config_yaml = experiment_config_to_yaml(config);
-    meta.layout = {{"world", dp.size}, {"dp", dp.size}, {"pp", 1}, {"ep", dp.ep_size}, {"zero", optimizer.sharded() ? 1 : 0}};
+    meta.layout = {{"world", dp.world_size()}, {"dp", dp.size},        {"pp", dp.pp_size},
+                   {"ep", dp.ep_size},      {"zero", optimizer.sharded() ? 1 : 0}};
     meta.trainer_state = {{"step", step},
                           {"samples_consumed", step * G},
                           {"optimizer_step", optimizer.step_count()},
@@ -114,10 +141,15 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
     Timer t;
     std::vector<Fp8StateTensor> fp8_state;
     RETURN_IF_ERROR(save_checkpoint(ckpt_root, meta, run_checkpoint_tensors(model, optimizer, fp8_state, {}, dp),
-                                    config.checkpoint.keep_last, nullptr, dp.comm.get()));
+                                    config.checkpoint.keep_last, nullptr, dp.world));
     LOG(INFO) << absl::StrFormat("checkpoint step %d saved in %.2fs", step, t.seconds());
     return OkStatus();
   };
+
+  std::unique_ptr<ModelStage> stage;
+  if (pipe) stage = std::make_unique<ModelStage>(model);
+  ScheduleSim pipe_sim;  // the simulator's prediction at this step's measured op costs
+  double pipe_bubble = 0, pipe_wait = 0;
 
   Timer window;
   int64_t window_tokens = 0, steps_this_process = 0;
@@ -138,36 +170,52 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
     fp8_reset_step(gemms);  // eval forwards since the last step recorded amaxes too
     double loss = 0.0, aux = 0.0;
     int64_t act_bytes = 0;
-    std::vector<MoeStats> loads = model.empty_moe_stats();
+    std::vector<MoeStats> loads = whole_model_moe_stats(config.model);
     model.take_moe_comm_stats();  // count this step's all-to-alls only (not evaluation forwards)
-    // Data parallelism: this rank's share of the micro-batches. The backward of its last one
-    // starts the gradient reductions layer by layer.
+    // Data parallelism: this rank's share of the micro-batches.
     std::vector<int64_t> mine;
     for (int64_t m = dp.rank; m < accum; m += dp.size) mine.push_back(m);
-    for (int64_t m : mine) {
-      Batch& b = micro[m];
-      Activations acts;
-      loss += model.forward(b, acts, denom, nullptr, nullptr, 1.0 / static_cast<double>(accum));
-      act_bytes = std::max(act_bytes, activation_bytes(acts));
-      aux += acts.aux_loss;
-      std::vector<MoeStats> s = model.moe_stats(acts);
-      for (size_t i = 0; i < s.size(); ++i) {
-        for (size_t e = 0; e < s[i].load.size(); ++e) loads[i].load[e] += s[i].load[e];
-        loads[i].dropped += s[i].dropped;
+    PipelineRun pipe_run;
+    if (pipe) {
+      // Pipeline parallelism: the schedule runs them through the stages; gradients accumulate
+      // into the buckets, reduced once the pipeline has drained.
+      std::vector<const Batch*> batches;
+      for (int64_t m : mine) batches.push_back(&micro[m]);
+      stage->begin_step(batches, denom, 1.0 / static_cast<double>(accum));
+      ASSIGN_OR_RETURN(pipe_run, run_pipeline(pipe->schedule, dp.pp_rank, *stage, dp.pp.get()));
+      loss = stage->loss;
+      aux = stage->aux;
+      act_bytes = stage->act_bytes;
+      add_moe_stats(loads, stage->loads);
+      RETURN_IF_ERROR(reduce_tied_embedding(model, dp.pp.get()));
+    } else {
+      // The backward of this rank's last micro-batch starts the gradient reductions layer by layer.
+      for (int64_t m : mine) {
+        Batch& b = micro[m];
+        Activations acts;
+        loss += model.forward(b, acts, denom, nullptr, nullptr, 1.0 / static_cast<double>(accum));
+        act_bytes = std::max(act_bytes, activation_bytes(acts));
+        aux += acts.aux_loss;
+        add_moe_stats(loads, model.moe_stats(acts));
+        backward_micro_batch(model, acts, optimizer, m == mine.back());
       }
-      backward_micro_batch(model, acts, optimizer, m == mine.back());
     }
     RETURN_IF_ERROR(optimizer.reduce_grads());
     // Losses and expert loads of every rank's micro-batches (each already divided by the global
-    // target count), so every rank logs and balances on the whole global batch.
+    // target count) and stages, so every rank logs and balances on the whole global batch.
     Fp8Events fp8 = fp8_events(gemms);
-    if (dp.comm) {
+    if (dp.world) {
       std::vector<double> sums = {loss, aux, static_cast<double>(fp8.nonfinite)};
       for (const MoeStats& s : loads) {
         for (int64_t l : s.load) sums.push_back(static_cast<double>(l));
         sums.push_back(static_cast<double>(s.dropped));
       }
-      RETURN_IF_ERROR(dp.sum(sums.data(), static_cast<int64_t>(sums.size())));
+      if (pipe) {  // the simulator's inputs: seconds and counts of F, B, W ops; idle share
+        sums.insert(sums.end(), {stage->f_s, static_cast<double>(stage->f_n), stage->b_s, static_cast<double>(stage->b_n),
+                                 stage->w_s, static_cast<double>(stage->w_n),
+                                 1.0 - pipe_run.compute_s / std::max(pipe_run.seconds, 1e-12), pipe_run.wait_s});
+      }
+      RETURN_IF_ERROR(dp.sum_world(sums.data(), static_cast<int64_t>(sums.size())));
       loss = sums[0];
       aux = sums[1];
       fp8.nonfinite = static_cast<int64_t>(sums[2]);
@@ -175,6 +223,14 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
       for (MoeStats& s : loads) {
         for (int64_t& l : s.load) l = static_cast<int64_t>(sums[k++]);
         s.dropped = static_cast<int64_t>(sums[k++]);
+      }
+      if (pipe) {
+        const double F = sums[k] / std::max(sums[k + 1], 1.0), B = sums[k + 2] / std::max(sums[k + 3], 1.0),
+                     W = sums[k + 4] / std::max(sums[k + 5], 1.0);
+        // Per whole stage (a chunk is 1/v of it); without W ops the B op is the whole backward.
+        pipe_sim = simulate_schedule(pipe->schedule, F * pipe->v, B * pipe->v, pipe->schedule.split_w ? W * pipe->v : 0.0);
+        pipe_bubble = sums[k + 6] / dp.world_size();
+        pipe_wait = sums[k + 7] / dp.world_size();
       }
       if (fp8.nonfinite > 0 && fp8.first.empty()) fp8.first = "another rank's GEMM (see its log)";
     }
@@ -220,7 +276,7 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
       r.add("lr", lr);
       r.add("grad_norm", grad_norm);
       r.add("tokens_per_s", tps);
-      r.add("mfu", tps * flops_per_token / (peak * dp.size));  // the job's tokens against every rank's peak
+      r.add("mfu", tps * flops_per_token / (peak * dp.world_size()));  // the job's tokens against every rank's peak
       r.add("step_s", step_timer.seconds());
       r.add("memory_gb", resident_memory_bytes() / 1e9);
       r.add("tensor_peak_mb", tensor_memory_stats().peak_bytes / 1e6);
@@ -232,6 +288,12 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
                                         std::max<int64_t>(optimizer.bucket_count(), 1));
       }
       r.add("act_mb", act_bytes / 1e6);
+      if (pipe) {
+        r.add("pp_bubble", pipe_bubble);           // measured idle share of the step's pipeline run
+        r.add("pp_bubble_sim", pipe_sim.bubble_ratio);  // the schedule simulated at the measured F, B, W
+        r.add("pp_wait_s", pipe_wait);
+        r.add("pp_act_peak", static_cast<double>(pipe_run.activation_peak));
+      }
       if (fp8_delayed) r.add("fp8_saturated", static_cast<double>(fp8.saturated));
       if (bad) r.add("skipped", 1.0);
       add_moe_metrics(r, loads, a2a, config.parallel.ep > 1);
@@ -245,7 +307,8 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
       MetricRecord e;
       e.kind = "eval";
       e.step = done;
-      e.add("eval_loss", evaluate_loss(model, eval_batches));
+      ASSIGN_OR_RETURN(const double eval_loss, evaluate_loss(model, eval_batches, pipe.get(), dp));
+      e.add("eval_loss", eval_loss);
       LOG(INFO) << format_metric_line(e);
       metrics.write(e);
     }

@@ -1,0 +1,85 @@
+// Pipeline parallelism in the training loop (DESIGN.md "The parallel layout"): which blocks each
+// stage holds, the schedule a step runs, and ModelStage, the PipelineStage (parallel/pipeline.h)
+// the executor drives over this rank's Transformer.
+//
+// Stage layout: parallel.pipeline.layout gives the blocks of each virtual stage (pp x
+// virtual_stages entries); otherwise blocks are split by training FLOPs per token, the last
+// stage also paying for the head and loss (balance_stages). Virtual stage s sits on pipeline rank
+// s % pp as its chunk s / pp.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "core/status.h"
+#include "model/transformer.h"
+#include "optim/distributed_optimizer.h"
+#include "parallel/pipeline.h"
+#include "parallel/schedule.h"
+#include "trainer/experiment_config.h"
+
+namespace strata {
+
+struct PipelinePlan {
+  int p = 1, v = 1, m = 1;        // stages, chunks per stage, micro-batches per step per pipeline
+  ScheduleKind kind = ScheduleKind::k1F1B;
+  std::vector<int64_t> blocks;    // (p * v,) blocks of each virtual stage
+  bool balanced = false;          // blocks chosen by cost (no parallel.pipeline.layout)
+  Schedule schedule;              // validated
+
+  // This pipeline rank's part of the model.
+  StageSpec stage(int pp_rank) const;
+  // "[0,3) [3,6) [6,8)": each virtual stage's blocks.
+  std::string describe() const;
+};
+
+// The pipeline of a run at data-parallel size dp (every training mode): checks the config
+// (schedule, micro-batches, layout, blocks per stage) and builds the schedule. Errors name the
+// config key.
+StatusOr<PipelinePlan> make_pipeline_plan(const ExperimentConfig& c, int64_t dp);
+
+// The stage a training step runs: the model's forward and backward per (micro-batch, chunk) on
+// the step's micro-batches, accumulating gradients into the parameters' gradient tensors (the
+// data-parallel buckets), the loss of the last stage, auxiliary losses and expert loads.
+class ModelStage : public PipelineStage {
+ public:
+  explicit ModelStage(Transformer& model) : model_(model) {}
+
+  // A training step over `micro` (this pipeline's micro-batches, in order). denominator: target
+  // tokens of the global batch; aux_weight: 1 / micro-batches of the global batch.
+  void begin_step(std::vector<const Batch*> micro, double denominator, double aux_weight, bool keep = true);
+
+  int64_t boundary_elems(int micro) const override;
+  void forward(int micro, int chunk, const float* input, float* output) override;
+  void backward_input(int micro, int chunk, const float* d_output, float* d_input, bool whole) override;
+  void backward_weight(int micro, int chunk) override;
+  int live_activations() const override { return live_; }
+
+  // After the run: the summed loss the last stage computed (sum over micro-batches of
+  // loss_sum / denominator), the summed cross-entropy (loss_sum) and auxiliary losses, the expert
+  // loads of this stage's blocks and the largest activation bytes one micro-batch chunk kept.
+  double loss = 0, loss_sum = 0, aux = 0;
+  std::vector<MoeStats> loads;
+  int64_t act_bytes = 0;
+  // Seconds and counts of each op kind run (the simulator's F, B, W costs).
+  double f_s = 0, b_s = 0, w_s = 0;
+  int64_t f_n = 0, b_n = 0, w_n = 0;
+
+ private:
+  Transformer& model_;
+  std::vector<const Batch*> micro_;
+  double denominator_ = 1, aux_weight_ = 1;
+  bool keep_ = true;  // false: forward only (evaluation), nothing kept
+  std::map<std::tuple<int, int>, Activations> acts_;  // by (micro, chunk), until its W
+  int live_ = 0;      // activation sets between their F and their B
+};
+
+// A tied embedding whose head sits on another stage: the first stage (embedding) and the last
+// (the head's copy) each hold part of its gradient; both end with the sum, bitwise alike. pp: the
+// pipeline group; a no-op for other stages and untied models.
+Status reduce_tied_embedding(Transformer& model, Communicator* pp);
+
+}  // namespace strata
