@@ -98,6 +98,11 @@ StatusOr<PipelinePlan> make_pipeline_plan(const ExperimentConfig& c, int64_t dp)
         "model.moe.aux_loss: switch is one loss over every MoE block of a forward, which a pipeline splits over "
         "stages; use seq (per block and sequence) or none with parallel.pp > 1");
   }
+  if (plan.kind == ScheduleKind::kInterleaved1F1B && plan.m % plan.p != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "parallel.pipeline.schedule: interleaved_1f1b needs the micro-batches per pipeline (data.global_batch_size / "
+        "(micro_batch_size x dp) = ", plan.m, ") to be a multiple of pp = ", plan.p));
+  }
   auto sched = make_schedule(plan.kind, plan.p, plan.m, plan.v);
   if (!sched.ok()) return annotate(sched.status(), "parallel.pipeline");
   RETURN_IF_ERROR(annotate(validate_schedule(*sched), "parallel.pipeline"));

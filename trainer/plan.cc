@@ -64,8 +64,10 @@
 //   pretrain / sft scalars (all-reduce): 8 * (3 + E per MoE block) (loss, aux, fp8 events,
 //   expert loads), 16 (skip flag, ZeRO-1 squared norm), fp8 tensorwise_delayed: 12 per fp8 GEMM.
 #include "trainer/plan.h"
+#include "trainer/pipeline_stage.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -407,27 +409,39 @@ StatusOr<TrainingPlan> make_training_plan(const ExperimentConfig& config, int64_
                             moe_blocks, p.model_params / 1e6);
 
   if (p.pp > 1) {
-    p.not_modelled = "pipeline parallelism (pp > 1) lands with issue #9: per-rank memory and communication are not "
-                     "modelled for it yet";
+    p.not_modelled = "per-rank activation memory and communication are not modelled for pp > 1 yet; the stages' "
+                     "parameters are";
     // The schedule itself is data: print it, validated, with its simulated bubble at unit costs.
-    const PipelineConfig& pc = config.parallel.pipeline;
-    const int m_pipe = static_cast<int>(pc.micro_batches > 0 ? pc.micro_batches : G / mbs / p.dp);
-    ScheduleKind kind = ScheduleKind::k1F1B;
-    switch (pc.schedule) {
-      case PipelineSchedule::kGpipe: kind = ScheduleKind::kGpipe; break;
-      case PipelineSchedule::k1F1B: kind = ScheduleKind::k1F1B; break;
-      case PipelineSchedule::kInterleaved1F1B: kind = ScheduleKind::kInterleaved1F1B; break;
-      case PipelineSchedule::kZbH1: kind = ScheduleKind::kZbH1; break;
-      case PipelineSchedule::kDualPipeV:
-        p.schedule = "schedule     dualpipev is not implemented (the stretch goal of #9)\n";
-        return p;
+    ASSIGN_OR_RETURN(const PipelinePlan pipe, make_pipeline_plan(config, p.dp));
+    std::string stages;
+    const std::vector<PlannedParam> local = plan_parameters(m, p.ep);
+    for (int r = 0; r < pipe.p; ++r) {
+      const StageSpec spec = pipe.stage(r);
+      int64_t n = 0;
+      for (const PlannedParam& q : local) {
+        int64_t layer = -1;
+        const bool in_block = std::sscanf(q.name.c_str(), "layers.%ld.", &layer) == 1;
+        bool mine = false;
+        if (in_block) {
+          for (const BlockRange& c : spec.chunks) mine = mine || (c.first <= layer && layer < c.last);
+        } else {
+          mine = (q.name == "embed" && (spec.has_embedding || (spec.has_head && m.tie_embeddings))) ||
+                 ((q.name == "final_norm" || q.name == "head") && spec.has_head);
+        }
+        if (mine) n += q.numel;
+      }
+      std::string blocks;
+      for (const BlockRange& c : spec.chunks) absl::StrAppend(&blocks, blocks.empty() ? "" : " ", "[", c.first, ",", c.last, ")");
+      absl::StrAppend(&stages, absl::StrFormat("  stage %d: blocks %s%s%s, %.2fM parameters per rank\n", r, blocks,
+                                               spec.has_embedding ? " + embedding" : "",
+                                               spec.has_head ? (m.tie_embeddings && r > 0 ? " + head (tied copy)" : " + head") : "",
+                                               n / 1e6));
     }
-    auto sched = make_schedule(kind, static_cast<int>(p.pp), m_pipe, static_cast<int>(pc.virtual_stages));
-    if (!sched.ok()) return annotate(sched.status(), "parallel.pipeline");
-    RETURN_IF_ERROR(validate_schedule(*sched));
-    p.schedule = absl::StrCat("schedule     (unit costs F = B = W = 1; bubble formula ",
-                              schedule_bubble_formula(kind, static_cast<int>(p.pp), static_cast<int>(pc.virtual_stages), 1, 1, 1),
-                              ")\n", format_schedule(*sched, 1, 1, 1, 0.5));
+    p.schedule = absl::StrCat("stages       ", pipe.balanced ? "balanced by training FLOPs" : "parallel.pipeline.layout", "\n",
+                              stages, "schedule     ", schedule_name(pipe.kind), ", ", pipe.m,
+                              " micro-batches per pipeline (unit costs F = B = W = 1; bubble formula ",
+                              schedule_bubble_formula(pipe.kind, pipe.p, pipe.v, 1, 1, 1), ")\n",
+                              format_schedule(pipe.schedule, 1, 1, 1, 0.5));
     return p;
   }
   // Expert parallelism: this rank's experts, and the dense / expert split of its gradients.

@@ -57,8 +57,8 @@ expect "a layout the job does not have" 2 "parallel.dp: pp x dp = 1 x 2 = 2 rank
   "$STRATA" train configs/tiny_moe_grpo_countdown.yaml
 expect "fp8 dispatch needs MoE" 2 "parallel.dispatch_fp8: needs an MoE model" \
   "$STRATA" train configs/tiny_dense.yaml --set parallel.dispatch_fp8=true
-expect "pipeline not landed" 3 "pipeline parallelism \(pp > 1\) lands with issue #9" \
-  "$STRATA" train configs/tiny_dense.yaml --set parallel.pp=2 --set parallel.dp=1
+expect "GRPO under pp not landed" 3 "train.mode: grpo with parallel.pp > 1: rollouts decoding through pipeline stages" \
+  "$STRATA" train configs/tiny_moe_grpo_countdown.yaml --set parallel.pp=2 --set parallel.dp=1 --set parallel.ep=1
 expect "tensorboard not written yet" 3 "log.tensorboard: TensorBoard event files are not written yet" \
   "$STRATA" train configs/tiny_dense.yaml --set log.tensorboard=true
 # strata plan: layout, per-rank memory and communication from the config alone; bad layouts exit 2.
@@ -71,6 +71,23 @@ expect "plan bad --world" 2 "^strata plan: parallel.dp: pp x dp = 1 x 2 = 2 rank
   "$STRATA" plan configs/tiny_dense.yaml --world 3 --set parallel.dp=2
 one_line "plan --world 0" "$STRATA" plan configs/tiny_dense.yaml --world 0
 expect "plan missing config" 2 "nope.yaml: cannot open config file" "$STRATA" plan nope.yaml
+# Pipeline plans: stages, schedule and timeline; layouts the pipeline cannot run exit 2 naming the key.
+pp=(configs/tiny_moe_sft.yaml --world 2 --set parallel.pp=2 --set model.moe.aux_loss=seq)
+expect "plan pp=2 stages" 0 "stage 1: blocks \[2,4\) \+ head" "$STRATA" plan "${pp[@]}"
+expect "plan pp=2 timeline" 0 "^rank 1 \|" "$STRATA" plan "${pp[@]}" --set parallel.pipeline.schedule=zb_h1
+expect "plan pp layout sum" 2 "parallel.pipeline.layout: assigns 5 blocks but model.n_layers=4" \
+  "$STRATA" plan "${pp[@]}" --set "parallel.pipeline.layout=[2,3]"
+expect "plan pp too deep" 2 "parallel.pp: pp x virtual_stages = 6 stages for only n_layers=4 blocks" \
+  "$STRATA" plan "${pp[@]}" --set parallel.pipeline.schedule=interleaved_1f1b --set parallel.pipeline.virtual_stages=3
+expect "plan pp switch aux loss" 2 "model.moe.aux_loss: switch is one loss over every MoE block" \
+  "$STRATA" plan "${pp[@]}" --set model.moe.aux_loss=switch
+expect "plan pp micro_batches" 2 "parallel.pipeline.micro_batches: 3 but data.global_batch_size" \
+  "$STRATA" plan "${pp[@]}" --set parallel.pipeline.micro_batches=3
+expect "plan interleaved m" 2 "interleaved_1f1b needs the micro-batches per pipeline .* = 1\) to be a multiple of pp = 2" \
+  "$STRATA" plan "${pp[@]}" --set parallel.pipeline.schedule=interleaved_1f1b --set parallel.pipeline.virtual_stages=2 \
+  --set data.micro_batch_size=16
+expect "plan dualpipev" 2 "dualpipev is not implemented" "$STRATA" plan "${pp[@]}" --set parallel.pipeline.schedule=dualpipev
+
 # scripts/launch.sh: the mpirun line it would run (--show), with the flags ranks sharing cores need.
 cores=$(nproc)
 expect "launch.sh oversubscribed" 0 "mpirun -np $((cores + 2)) .*--oversubscribe.* $STRATA train configs/tiny_dense.yaml" \
