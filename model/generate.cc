@@ -46,9 +46,8 @@ bool ends_with(const std::vector<int32_t>& seq, const std::vector<int32_t>& tail
 }
 }  // namespace
 
-Generation generate(Transformer& model, const std::vector<std::vector<int32_t>>& prompts,
-                    const SamplingParams& params, const std::vector<uint64_t>& row_keys, uint64_t seed,
-                    const AnyActiveFn& any_active) {
+Generation generate(Decoder& decoder, const std::vector<std::vector<int32_t>>& prompts, const SamplingParams& params,
+                    const std::vector<uint64_t>& row_keys, uint64_t seed, const AnyActiveFn& any_active) {
   const int64_t B = static_cast<int64_t>(prompts.size());
   CHECK_GT(B, 0) << "generate() needs at least one prompt";
   CHECK_EQ(row_keys.size(), prompts.size()) << "one RNG key per row";
@@ -57,8 +56,8 @@ Generation generate(Transformer& model, const std::vector<std::vector<int32_t>>&
     CHECK(!p.empty()) << "empty prompt";
     P = std::max<int64_t>(P, static_cast<int64_t>(p.size()));
   }
-  const int64_t V = model.config().vocab_size;
-  CHECK_LE(P + params.max_new_tokens, model.config().max_seq_len) << "prompt + max_new_tokens exceeds max_seq_len";
+  const int64_t V = decoder.config().vocab_size;
+  CHECK_LE(P + params.max_new_tokens, decoder.config().max_seq_len) << "prompt + max_new_tokens exceeds max_seq_len";
 
   // Left-pad to P: pads sit before key_start and take position 0; real tokens count from 0.
   std::vector<int32_t> tokens(static_cast<size_t>(B * P), 0), positions(static_cast<size_t>(B * P), 0),
@@ -78,17 +77,23 @@ Generation generate(Transformer& model, const std::vector<std::vector<int32_t>>&
   out.completions.assign(static_cast<size_t>(B), {});
   out.truncated.assign(static_cast<size_t>(B), false);
   std::vector<bool> done(static_cast<size_t>(B), false);
-  std::vector<KVCache> caches = model.make_kv_caches(B, P + params.max_new_tokens);
-  Tensor logits = model.decode(caches, tokens, positions, key_start, B, P, /*last_only=*/true);
+  decoder.start(B, P + params.max_new_tokens);
+  Tensor logits = decoder.step(tokens, positions, key_start, B, P);
 
   std::vector<int32_t> step_tokens(static_cast<size_t>(B)), step_pos(static_cast<size_t>(B));
   for (int64_t step = 0; step < params.max_new_tokens; ++step) {
+    // Sampled where the logits are, then shared: every rank keeps the same completions.
+    if (logits.defined()) {
+      for (int64_t b = 0; b < B; ++b) {
+        const float u = RngStream(seed, row_keys[b]).uniform(static_cast<uint64_t>(step));
+        step_tokens[b] = done[b] ? 0 : sample_token(logits.f32() + b * V, V, params, u);
+      }
+    }
+    decoder.share(step_tokens);
     bool all_done = true;
     for (int64_t b = 0; b < B; ++b) {
-      int32_t tok = 0;
+      const int32_t tok = done[b] ? 0 : step_tokens[b];
       if (!done[b]) {
-        const float u = RngStream(seed, row_keys[b]).uniform(static_cast<uint64_t>(step));
-        tok = sample_token(logits.f32() + b * V, V, params, u);
         auto& c = out.completions[b];
         c.push_back(tok);
         ++out.new_tokens;
@@ -108,7 +113,7 @@ Generation generate(Transformer& model, const std::vector<std::vector<int32_t>>&
     out.steps = step + 1;
     if (step + 1 == params.max_new_tokens) break;  // every row is done or truncated: no decode needed
     if (!(any_active ? any_active(!all_done) : !all_done)) break;
-    logits = model.decode(caches, step_tokens, step_pos, key_start, B, 1, /*last_only=*/true);
+    logits = decoder.step(step_tokens, step_pos, key_start, B, 1);
   }
   return out;
 }

@@ -37,10 +37,47 @@ struct Generation {
 // Null: this rank alone decides.
 using AnyActiveFn = std::function<bool(bool local_active)>;
 
+// What generate() decodes with: the whole model in this process (WholeModelDecoder), or a
+// pipeline of stages (trainer/pipeline_stage.h), where only the last stage sees logits and the
+// tokens it samples are shared with the others, so every stage keeps the same completions.
+class Decoder {
+ public:
+  virtual ~Decoder() = default;
+  virtual const ModelConfig& config() const = 0;
+  // Fresh KV caches for B rows of `capacity` positions.
+  virtual void start(int64_t B, int64_t capacity) = 0;
+  // tokens/positions (B*T_new), key_start (B): the last position's logits of each row (B, V) on
+  // the rank that samples; an undefined Tensor on the others.
+  virtual Tensor step(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions,
+                      const std::vector<int32_t>& key_start, int64_t B, int64_t T_new) = 0;
+  // The tokens the sampling rank chose (B,) to every rank decoding together; nothing alone.
+  virtual void share(std::vector<int32_t>& tokens) { (void)tokens; }
+};
+
+class WholeModelDecoder : public Decoder {
+ public:
+  explicit WholeModelDecoder(Transformer& model) : model_(model) {}
+  const ModelConfig& config() const override { return model_.config(); }
+  void start(int64_t B, int64_t capacity) override { caches_ = model_.make_kv_caches(B, capacity); }
+  Tensor step(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions,
+              const std::vector<int32_t>& key_start, int64_t B, int64_t T_new) override {
+    return model_.decode(caches_, tokens, positions, key_start, B, T_new, /*last_only=*/true);
+  }
+
+ private:
+  Transformer& model_;
+  std::vector<KVCache> caches_;
+};
+
 // prompts: one token list per row (each non-empty); row_keys: one RNG stream id per row.
-Generation generate(Transformer& model, const std::vector<std::vector<int32_t>>& prompts,
-                    const SamplingParams& params, const std::vector<uint64_t>& row_keys, uint64_t seed,
-                    const AnyActiveFn& any_active = nullptr);
+Generation generate(Decoder& decoder, const std::vector<std::vector<int32_t>>& prompts, const SamplingParams& params,
+                    const std::vector<uint64_t>& row_keys, uint64_t seed, const AnyActiveFn& any_active = nullptr);
+inline Generation generate(Transformer& model, const std::vector<std::vector<int32_t>>& prompts,
+                           const SamplingParams& params, const std::vector<uint64_t>& row_keys, uint64_t seed,
+                           const AnyActiveFn& any_active = nullptr) {
+  WholeModelDecoder decoder(model);
+  return generate(decoder, prompts, params, row_keys, seed, any_active);
+}
 
 // Samples one token from logits (V,) with the given filters, using uniform u in [0, 1).
 int32_t sample_token(const float* logits, int64_t V, const SamplingParams& params, float u);

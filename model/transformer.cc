@@ -379,16 +379,35 @@ Tensor Transformer::decode(std::vector<KVCache>& caches, const std::vector<int32
                            const std::vector<int32_t>& positions, const std::vector<int32_t>& key_start, int64_t B,
                            int64_t T_new, bool last_only) {
   CHECK(whole()) << "decode() needs the whole model on one stage";
+  return decode_chunk(caches, 0, tokens, positions, key_start, B, T_new, last_only, nullptr, nullptr);
+}
+
+Tensor Transformer::decode_chunk(std::vector<KVCache>& caches, int chunk, const std::vector<int32_t>& tokens,
+                                 const std::vector<int32_t>& positions, const std::vector<int32_t>& key_start,
+                                 int64_t B, int64_t T_new, bool last_only, const float* input, float* output) {
   CHECK_EQ(caches.size(), blocks_.size());
+  CHECK(chunk >= 0 && chunk < n_chunks()) << "chunk " << chunk << " of " << n_chunks();
+  const auto [first, end] = chunk_blocks_[static_cast<size_t>(chunk)];
+  const bool embeds = stage_.has_embedding && chunk == 0, heads = stage_.has_head && chunk == n_chunks() - 1;
   const int64_t N = B * T_new, C = config_.d_model, V = config_.vocab_size;
-  CHECK_EQ(static_cast<int64_t>(tokens.size()), N);
   CHECK_EQ(static_cast<int64_t>(positions.size()), N);
   Tensor x = f32_matrix(N, C), y = f32_matrix(N, C);
-  embed(tokens.data(), N, x.f32());
+  if (embeds) {
+    CHECK_EQ(static_cast<int64_t>(tokens.size()), N);
+    embed(tokens.data(), N, x.f32());
+  } else {
+    CHECK(input != nullptr) << "a stage without the embedding decodes from its input hidden states";
+    copy_f32(x.f32(), input, N * C);
+  }
   const int32_t* ks = key_start.empty() ? nullptr : key_start.data();
-  for (size_t i = 0; i < blocks_.size(); ++i) {
+  for (size_t i = first; i < end; ++i) {
     block_decode(blocks_[i], caches[i], y.f32(), x.f32(), positions.data(), ks, B, T_new, rope_);
     std::swap(x, y);
+  }
+  if (!heads) {
+    CHECK(output != nullptr) << "a stage without the head passes its hidden states on";
+    copy_f32(output, x.f32(), N * C);
+    return Tensor();
   }
   if (last_only && T_new > 1) {
     Tensor last = f32_matrix(B, C);

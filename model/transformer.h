@@ -149,13 +149,20 @@ class Transformer {
   // this stage does not hold are skipped).
   void update_router_biases(const std::vector<MoeStats>& global_stats, float gamma);
 
-  // ---- decoding with a KV cache (single-stage models) ----
+  // ---- decoding with a KV cache ----
+  // One cache per block this stage holds (every chunk's), in block order.
   std::vector<KVCache> make_kv_caches(int64_t B, int64_t capacity) const;
-  // tokens/positions: (B*T_new); key_start: (B). Returns logits (B*T_new, V), or only the last
-  // position of each row (B, V) when last_only.
+  // The whole model: tokens/positions (B*T_new); key_start (B). Returns logits (B*T_new, V), or
+  // only the last position of each row (B, V) when last_only.
   Tensor decode(std::vector<KVCache>& caches, const std::vector<int32_t>& tokens,
                 const std::vector<int32_t>& positions, const std::vector<int32_t>& key_start, int64_t B,
                 int64_t T_new, bool last_only);
+  // One chunk of a pipeline stage: chunk 0 of the first stage embeds `tokens`, others read
+  // `input` (B*T_new, C); the last chunk of the last stage returns the logits as decode() does,
+  // others write `output` (B*T_new, C) and return an undefined Tensor.
+  Tensor decode_chunk(std::vector<KVCache>& caches, int chunk, const std::vector<int32_t>& tokens,
+                      const std::vector<int32_t>& positions, const std::vector<int32_t>& key_start, int64_t B,
+                      int64_t T_new, bool last_only, const float* input, float* output);
 
   std::vector<Block>& blocks() { return blocks_; }
 

@@ -40,7 +40,8 @@ RolloutResult rollout(Transformer& model, const Tokenizer& tokenizer, const std:
         keys.push_back(rollout_key(step, prompt_indices[p], s));
       }
     }
-    Generation g = generate(model, rows, sp, keys, seed, layout.any_active);
+    Generation g = layout.decoder ? generate(*layout.decoder, rows, sp, keys, seed, layout.any_active)
+                                  : generate(model, rows, sp, keys, seed, layout.any_active);
     out.new_tokens += g.new_tokens;
     for (int64_t r = 0; r < static_cast<int64_t>(rows.size()); ++r) {
       RolloutSample sample;

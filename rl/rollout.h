@@ -30,7 +30,8 @@ struct RolloutSample {
 };
 
 struct RolloutLayout {
-  AnyActiveFn any_active;  // null: one process
+  AnyActiveFn any_active;      // null: one process
+  Decoder* decoder = nullptr;  // null: the whole model in this process (pipelines pass theirs)
 };
 
 struct RolloutOptions {

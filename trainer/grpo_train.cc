@@ -21,6 +21,7 @@
 #include "rl/rollout.h"
 #include "trainer/config_yaml.h"
 #include "trainer/fault_injection.h"
+#include "trainer/pipeline_stage.h"
 #include "trainer/run_common.h"
 
 namespace strata {
@@ -91,11 +92,43 @@ RolloutOptions rollout_options(const GrpoConfig& g, const Tokenizer& tok) {
   return o;
 }
 
-// Samples G completions for each problem and scores them.
+// Under pipeline parallelism every stage holds the same samples but only the last scores them
+// (a `command` reward runs once): it sends each sample's total, correctness and terms to the others.
+Status share_scores(std::vector<Scored>& scored, const RewardSpec& rewards, Communicator* pp) {
+  const std::vector<std::string> names = rewards.names();
+  const size_t per = 2 + 2 * names.size();
+  std::vector<double> packet(scored.size() * per, 0.0);
+  const bool root = pp->rank() == pp->size() - 1;
+  if (root) {
+    for (size_t i = 0; i < scored.size(); ++i) {
+      double* q = packet.data() + i * per;
+      q[0] = scored[i].reward.total;
+      q[1] = scored[i].correct ? 1.0 : 0.0;
+      for (size_t c = 0; c < names.size() && c < scored[i].reward.components.size(); ++c) {
+        q[2 + 2 * c] = scored[i].reward.components[c].weight;
+        q[3 + 2 * c] = scored[i].reward.components[c].value;
+      }
+    }
+  }
+  RETURN_IF_ERROR(pp->broadcast(packet.data(), static_cast<int64_t>(packet.size() * sizeof(double)), pp->size() - 1));
+  if (root) return OkStatus();
+  for (size_t i = 0; i < scored.size(); ++i) {
+    const double* q = packet.data() + i * per;
+    scored[i].reward.total = q[0];
+    scored[i].correct = q[1] != 0.0;
+    scored[i].reward.components.clear();
+    for (size_t c = 0; c < names.size(); ++c) scored[i].reward.components.push_back({names[c], q[2 + 2 * c], q[3 + 2 * c]});
+  }
+  return OkStatus();
+}
+
+// Samples G completions for each problem and scores them. pp (pipeline parallelism): the
+// pipeline group, whose last stage scores for all.
 StatusOr<std::vector<Scored>> sample_and_score(Transformer& model, const Tokenizer& tok,
                                                const std::vector<Problem>& problems, const RolloutOptions& options,
                                                const RewardSpec& rewards, uint64_t seed, int64_t key_step,
-                                               RolloutResult* stats, const RolloutLayout& layout) {
+                                               RolloutResult* stats, const RolloutLayout& layout,
+                                               Communicator* pp = nullptr) {
   std::vector<std::vector<int32_t>> prompts;
   std::vector<int64_t> indices;
   for (const Problem& p : problems) {
@@ -103,19 +136,23 @@ StatusOr<std::vector<Scored>> sample_and_score(Transformer& model, const Tokeniz
     indices.push_back(p.index);
   }
   RolloutResult r = rollout(model, tok, prompts, indices, options, seed, key_step, layout);
+  const bool scores_here = pp == nullptr || pp->rank() == pp->size() - 1;
   std::vector<Scored> out;
   for (size_t i = 0; i < r.samples.size(); ++i) {
     Scored s;
     s.problem = &problems[i / static_cast<size_t>(options.group_size)];
     s.sample = std::move(r.samples[i]);
-    RewardInput in{s.problem->prompt_text, s.sample.text, s.problem->answer,
-                   static_cast<int64_t>(s.sample.completion.size()), s.sample.truncated, s.problem->example.answer};
-    auto reward = rewards.score(in);
-    if (!reward.ok()) return annotate(reward.status(), absl::StrCat("scoring prompt ", s.problem->index));
-    s.reward = *reward;
-    s.correct = task_answer_correct(s.sample.text, s.problem->answer);
+    if (scores_here) {
+      RewardInput in{s.problem->prompt_text, s.sample.text, s.problem->answer,
+                     static_cast<int64_t>(s.sample.completion.size()), s.sample.truncated, s.problem->example.answer};
+      auto reward = rewards.score(in);
+      if (!reward.ok()) return annotate(reward.status(), absl::StrCat("scoring prompt ", s.problem->index));
+      s.reward = *reward;
+      s.correct = task_answer_correct(s.sample.text, s.problem->answer);
+    }
     out.push_back(std::move(s));
   }
+  if (pp != nullptr) RETURN_IF_ERROR(share_scores(out, rewards, pp));
   stats->new_tokens += r.new_tokens;
   stats->seconds += r.seconds;
   return out;
@@ -172,6 +209,32 @@ std::vector<std::vector<float>> completion_logp(Transformer& model, const MicroB
   return out;
 }
 
+// completion_logp of every micro-batch: in this process, or through the pipeline (the log-probs
+// are on the last stage; the other stages get empty lists).
+StatusOr<std::vector<std::vector<std::vector<float>>>> completion_logps(Transformer& model,
+                                                                      const std::vector<MicroBatch>& micro,
+                                                                      const PipelinePlan* pipe, const DataParallel& dp) {
+  std::vector<std::vector<std::vector<float>>> out(micro.size());
+  if (pipe == nullptr) {
+    for (size_t k = 0; k < micro.size(); ++k) out[k] = completion_logp(model, micro[k]);
+    return out;
+  }
+  ModelStage stage(model);
+  std::vector<StageMicro> mbs;
+  for (const MicroBatch& m : micro) mbs.push_back({&m.batch, 1.0, false});
+  stage.begin_step(mbs, 1.0, /*keep=*/false);
+  stage.on_head_forward = [&](int k, Activations& acts) {
+    const MicroBatch& mb = micro[static_cast<size_t>(k)];
+    for (size_t r = 0; r < mb.rows.size(); ++r) {
+      const float* lp = acts.token_logp.data() + mb.first_target[r];
+      out[static_cast<size_t>(k)].emplace_back(lp, lp + mb.n_completion[r]);
+    }
+  };
+  const Schedule s = forward_only_schedule(pipe->p, static_cast<int>(micro.size()), pipe->v);
+  RETURN_IF_ERROR(run_pipeline(s, dp.pp_rank, stage, dp.pp.get()).status());
+  return out;
+}
+
 // Mean entropy (nats) of the sampling distribution over the loss positions of a forward.
 double entropy_sum(const Activations& acts, const Batch& b, int64_t V, int64_t* count) {
   double sum = 0;
@@ -210,8 +273,8 @@ StatusOr<EvalStats> evaluate(Transformer& model, const Tokenizer& tok, const std
   sampled.group_size = g.eval_samples;
   std::vector<Scored> gs, ss;
   if (!problems.empty()) {  // a rank may hold none of a small held-out set (dp > problems)
-    ASSIGN_OR_RETURN(gs, sample_and_score(model, tok, problems, greedy, rewards, seed, -1, &stats, layout));
-    ASSIGN_OR_RETURN(ss, sample_and_score(model, tok, problems, sampled, rewards, seed, -1, &stats, layout));
+    ASSIGN_OR_RETURN(gs, sample_and_score(model, tok, problems, greedy, rewards, seed, -1, &stats, layout, dp.pp.get()));
+    ASSIGN_OR_RETURN(ss, sample_and_score(model, tok, problems, sampled, rewards, seed, -1, &stats, layout, dp.pp.get()));
   }
   for (int64_t i = 0; i < real; ++i) e.greedy_accuracy += gs[static_cast<size_t>(i)].correct;
   std::vector<SampleCounts> counts(static_cast<size_t>(real));
@@ -322,15 +385,30 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
     }
   }
 
-  Transformer model(config.model, config.precision, StageSpec{}, dp.experts());
+  // Pipeline parallelism: this rank's stage. Every stage of a pipeline holds the same samples
+  // (the last samples and scores, the others receive tokens and scores), so all of them build the
+  // same micro-batches and run each step's schedule over them.
+  std::unique_ptr<PipelinePlan> pipe;
+  if (config.parallel.pp > 1) {
+    ASSIGN_OR_RETURN(PipelinePlan plan, make_pipeline_plan(config, dp.size));
+    pipe = std::make_unique<PipelinePlan>(std::move(plan));
+    LOG(INFO) << "pipeline: " << schedule_name(pipe->kind) << ", blocks per stage " << pipe->describe();
+  }
+  const StageSpec spec = pipe ? pipe->stage(dp.pp_rank) : StageSpec{};
+  Transformer model(config.model, config.precision, spec, dp.experts());
   model.set_expert_group(dp.ep.get());
   model.set_dispatch_fp8(config.parallel.dispatch_fp8);
   RETURN_IF_ERROR(init_model_weights(model, config.model, seed));
   DistributedOptimizer optimizer(config.optim, config.parallel, optimizer_tensors(model, config.optim), dp.comm,
-                                 dp.edp.get(), dp.ep.get());
+                                 dp.edp.get(), dp.ep.get(), dp.pp.get());
   // Expert parallelism: MoE layers exchange tokens in every forward, so decoding runs in lockstep
   // over the expert group (the most steps any rank needs; finished ranks keep stepping).
   RolloutLayout layout;
+  std::unique_ptr<PipelineDecoder> decoder;
+  if (pipe) {
+    decoder = std::make_unique<PipelineDecoder>(model, *pipe, dp.pp_rank, dp.pp.get());
+    layout.decoder = decoder.get();
+  }
   if (dp.ep) {
     layout.any_active = [&dp](bool local) {
       double v = local ? 1.0 : 0.0;
@@ -345,7 +423,7 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
   // The frozen reference policy, only when the KL term needs it.
   std::unique_ptr<Transformer> ref;
   if (g.beta > 0) {
-    ref = std::make_unique<Transformer>(config.model, config.precision, StageSpec{}, dp.experts());
+    ref = std::make_unique<Transformer>(config.model, config.precision, spec, dp.experts());
     ref->set_expert_group(dp.ep.get());
     ref->set_dispatch_fp8(config.parallel.dispatch_fp8);
     copy_weights(model, *ref);
@@ -382,9 +460,9 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
   }
 
   MetricsWriter metrics;
-  if (config.log.metrics_jsonl && dp.rank == 0) metrics.open((fs::path(run_dir) / "metrics.jsonl").string(), start);
+  if (config.log.metrics_jsonl && dp.root()) metrics.open((fs::path(run_dir) / "metrics.jsonl").string(), start);
   std::ofstream samples_out;
-  if (g.samples_every > 0 && dp.rank == 0) samples_out.open(fs::path(run_dir) / "samples.jsonl", start > 0 ? std::ios::app : std::ios::trunc);
+  if (g.samples_every > 0 && dp.root()) samples_out.open(fs::path(run_dir) / "samples.jsonl", start > 0 ? std::ios::app : std::ios::trunc);
   const double peak = measure_sgemm_peak_flops();
   const int64_t V = config.model.vocab_size, mb_rows = config.data.micro_batch_size;
   const float logit_scale = static_cast<float>(1.0 / g.temperature);
@@ -394,14 +472,16 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
     CheckpointMeta meta;
     meta.step = step;
     meta.config_yaml = experiment_config_to_yaml(config);
-    meta.layout = {{"world", dp.size}, {"dp", dp.size}, {"pp", 1}, {"ep", 1}, {"zero", optimizer.sharded() ? 1 : 0}};
+    meta.layout = {{"world", dp.world_size()}, {"dp", dp.size},        {"pp", dp.pp_size},
+                   {"ep", dp.ep_size},      {"zero", optimizer.sharded() ? 1 : 0}};
     meta.trainer_state = {{"step", step},
                           {"prompt_cursor", cursor},
                           {"optimizer_step", optimizer.step_count()},
                           {"seed", tc.seed}};
     std::vector<CheckpointTensor> extra;
-    if (ref)
-      for (const ParamRef& p : ref->params()) extra.push_back(param_tensor("ref." + p.name, p));
+    if (ref)  // a tied head's embedding copy (pipeline) is the first stage's to write
+      for (const ParamRef& p : ref->params())
+        if (p.name != "embed" || ref->stage().has_embedding) extra.push_back(param_tensor("ref." + p.name, p));
     std::vector<Fp8StateTensor> fp8_state;
     Timer t;
     RETURN_IF_ERROR(save_checkpoint(checkpoint_root_of(config), meta,
@@ -455,7 +535,8 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
       cursor += P;
       std::vector<Problem> round(problems.begin() + static_cast<std::ptrdiff_t>(first_new), problems.end());
       ASSIGN_OR_RETURN(std::vector<Scored> scored,
-                       sample_and_score(model, *tok, round, ropts, rewards, seed, step * 64 + rounds, &rstats, layout));
+                       sample_and_score(model, *tok, round, ropts, rewards, seed, step * 64 + rounds, &rstats, layout,
+                                        dp.pp.get()));
       for (size_t k = 0; k < scored.size(); ++k)  // point at the stable copies
         scored[k].problem = &problems[first_new + k / static_cast<size_t>(G)];
       // Every group's rewards on every rank, so all select the same groups.
@@ -527,19 +608,28 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
         micro.push_back(std::move(pad));
       }
     }
+    // Interleaved 1F1B runs a multiple of p micro-batches: pad with empty ones.
+    while (pipe && pipe->kind == ScheduleKind::kInterleaved1F1B && micro.size() % static_cast<size_t>(pipe->p) != 0) {
+      MicroBatch pad;
+      pad.batch.B = 1;
+      pad.batch.T = 1;
+      pad.batch.tokens = {0};
+      pad.batch.targets = {-1};
+      pad.batch.finalize(V);
+      micro.push_back(std::move(pad));
+    }
     // logp_old from the rollout weights' own forward (only needed for num_iterations > 1: with
     // one update the old policy is the current one and the ratio is exactly 1).
     std::vector<std::vector<std::vector<float>>> old_logp, ref_logp;
-    double extra_forward_tokens = 0;
-    for (const MicroBatch& m : micro) {
-      if (g.num_iterations > 1) {
-        old_logp.push_back(completion_logp(model, m));
-        extra_forward_tokens += static_cast<double>(m.batch.B * m.batch.T);
-      }
-      if (ref) {
-        ref_logp.push_back(completion_logp(*ref, m));
-        extra_forward_tokens += static_cast<double>(m.batch.B * m.batch.T);
-      }
+    double extra_forward_tokens = 0, micro_tokens = 0;
+    for (const MicroBatch& m : micro) micro_tokens += static_cast<double>(m.batch.B * m.batch.T);
+    if (g.num_iterations > 1) {
+      ASSIGN_OR_RETURN(old_logp, completion_logps(model, micro, pipe.get(), dp));
+      extra_forward_tokens += micro_tokens;
+    }
+    if (ref) {
+      ASSIGN_OR_RETURN(ref_logp, completion_logps(*ref, micro, pipe.get(), dp));
+      extra_forward_tokens += micro_tokens;
     }
 
     // ---- updates ----
@@ -548,56 +638,79 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
     double trained_tokens = 0;
     bool bad = false;
     std::string bad_what;
-    std::vector<MoeStats> loads = model.empty_moe_stats();
+    std::vector<MoeStats> loads = whole_model_moe_stats(config.model);
     const double lr = lr_at(config.optim, step, tc.steps);
+    // The GRPO loss of micro-batch mi from its forward (on the last stage under a pipeline): sets
+    // the log-prob gradients its backward starts from; returns the loss.
+    auto head_loss = [&](size_t mi, Activations& acts, int64_t it) -> double {
+      const MicroBatch& m = micro[mi];
+      if (m.rows.empty()) {  // padding: no loss, a zero gradient
+        acts.token_logp_grad.assign(acts.token_logp.size(), 0.0f);
+        return 0.0;
+      }
+      if (it == 0) entropy += entropy_sum(acts, m.batch, V, &entropy_count);
+      GrpoPiece piece;
+      piece.offsets.push_back(0);
+      for (size_t r = 0; r < m.rows.size(); ++r) {
+        const Scored& s = batch[m.rows[r]];
+        const int64_t n = m.n_completion[r], at = m.first_target[r];
+        const bool keep = !(g.overlong_filter && s.sample.truncated);
+        for (int64_t t = 0; t < n; ++t) {
+          const float lp = acts.token_logp[at + t];
+          piece.logp.push_back(lp);
+          piece.logp_old.push_back(g.num_iterations > 1 ? old_logp[mi][r][t] : lp);
+          if (ref) piece.logp_ref.push_back(ref_logp[mi][r][t]);
+          piece.mask.push_back(keep ? 1 : 0);
+        }
+        piece.offsets.push_back(static_cast<int64_t>(piece.logp.size()));
+        piece.advantage.push_back(s.advantage);
+      }
+      const GrpoLossResult res = grpo_loss(piece, g, den);
+      acts.token_logp_grad.assign(acts.token_logp.size(), 0.0f);
+      for (size_t r = 0, k = 0; r < m.rows.size(); ++r)
+        for (int64_t t = 0; t < m.n_completion[r]; ++t, ++k) acts.token_logp_grad[m.first_target[r] + t] = res.dlogp[k];
+      if (it == 0) {
+        kl_sum += res.kl_sum;
+        ratio_sum += res.ratio_sum;
+        clip_low += res.clipped_low;
+        clip_high += res.clipped_high;
+        loss_tokens += res.tokens;
+      }
+      return res.loss;
+    };
+    std::unique_ptr<ModelStage> stage;
+    if (pipe) stage = std::make_unique<ModelStage>(model);
     // Every rank takes part in every update, also one whose groups were all filtered out.
     for (int64_t it = 0; it < g.num_iterations && !rs.empty(); ++it) {
       optimizer.zero_grads();
       fp8_reset_step(gemms);  // amaxes of this update only (not rollouts or re-scoring forwards)
       double it_loss = 0;
-      for (size_t mi = 0; mi < micro.size(); ++mi) {
+      if (pipe) {
+        // The step's micro-batches through the pipeline's schedule; the last stage computes the
+        // loss of each as its forward ends.
+        std::vector<StageMicro> mbs;
+        for (const MicroBatch& m : micro)
+          mbs.push_back({&m.batch, m.rows.empty() ? 0.0 : 1.0 / global_micro, !m.rows.empty() && it == 0});
+        stage->begin_step(mbs, 1.0);  // CE unused: the loss is GRPO's, on the log-probs
+        double head = 0;
+        stage->on_head_forward = [&](int mi, Activations& acts) { head += head_loss(static_cast<size_t>(mi), acts, it); };
+        ASSIGN_OR_RETURN(const Schedule sched, make_schedule(pipe->kind, pipe->p, static_cast<int>(micro.size()), pipe->v));
+        RETURN_IF_ERROR(run_pipeline(sched, dp.pp_rank, *stage, dp.pp.get()).status());
+        it_loss += stage->aux + head;
+        if (it == 0) add_moe_stats(loads, stage->loads);
+        RETURN_IF_ERROR(reduce_tied_embedding(model, dp.pp.get()));
+      }
+      for (size_t mi = 0; !pipe && mi < micro.size(); ++mi) {
         const MicroBatch& m = micro[mi];
         Activations acts;
         const bool padding = m.rows.empty();
         model.forward(m.batch, acts, 1.0, nullptr, nullptr, padding ? 0.0 : 1.0 / global_micro);  // CE unused
         it_loss += acts.aux_loss;
-        if (it == 0 && !padding) {
-          entropy += entropy_sum(acts, m.batch, V, &entropy_count);
-          std::vector<MoeStats> s = model.moe_stats(acts);
-          for (size_t i = 0; i < s.size(); ++i)
-            for (size_t e = 0; e < s[i].load.size(); ++e) loads[i].load[e] += s[i].load[e];
-        }
-        GrpoPiece piece;
-        piece.offsets.push_back(0);
-        for (size_t r = 0; r < m.rows.size(); ++r) {
-          const Scored& s = batch[m.rows[r]];
-          const int64_t n = m.n_completion[r], at = m.first_target[r];
-          const bool keep = !(g.overlong_filter && s.sample.truncated);
-          for (int64_t t = 0; t < n; ++t) {
-            const float lp = acts.token_logp[at + t];
-            piece.logp.push_back(lp);
-            piece.logp_old.push_back(g.num_iterations > 1 ? old_logp[mi][r][t] : lp);
-            if (ref) piece.logp_ref.push_back(ref_logp[mi][r][t]);
-            piece.mask.push_back(keep ? 1 : 0);
-          }
-          piece.offsets.push_back(static_cast<int64_t>(piece.logp.size()));
-          piece.advantage.push_back(s.advantage);
-        }
-        const GrpoLossResult res = grpo_loss(piece, g, den);
-        it_loss += res.loss;
-        acts.token_logp_grad.assign(acts.token_logp.size(), 0.0f);
-        for (size_t r = 0, k = 0; r < m.rows.size(); ++r)
-          for (int64_t t = 0; t < m.n_completion[r]; ++t, ++k) acts.token_logp_grad[m.first_target[r] + t] = res.dlogp[k];
-        if (it == 0) {
-          kl_sum += res.kl_sum;
-          ratio_sum += res.ratio_sum;
-          clip_low += res.clipped_low;
-          clip_high += res.clipped_high;
-          loss_tokens += res.tokens;
-        }
-        trained_tokens += static_cast<double>(m.batch.B * m.batch.T);
+        if (it == 0 && !padding) add_moe_stats(loads, model.moe_stats(acts));
+        it_loss += head_loss(mi, acts, it);
         backward_micro_batch(model, acts, optimizer, mi + 1 == micro.size());
       }
+      for (const MicroBatch& m : micro) trained_tokens += static_cast<double>(m.batch.B * m.batch.T);
       RETURN_IF_ERROR(optimizer.reduce_grads());
       if (it == 0) loss = it_loss;
       const Fp8Events fp8 = fp8_events(gemms);
@@ -618,12 +731,15 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
     }
     // The first update's loss and statistics over all ranks; expert loads over the global batch.
     {
+      // Over every rank: the loss terms live on the last stage (aux losses on all), expert loads
+      // on the stage holding their block; every stage of a pipeline decoded the same tokens.
+      const bool last_stage = dp.pp_rank == dp.pp_size - 1;
       std::vector<double> st = {loss, kl_sum, ratio_sum, entropy, static_cast<double>(entropy_count),
                                 static_cast<double>(clip_low + clip_high), static_cast<double>(loss_tokens),
-                                static_cast<double>(rstats.new_tokens)};
+                                last_stage ? static_cast<double>(rstats.new_tokens) : 0.0};
       for (const MoeStats& m : loads)
         for (int64_t l : m.load) st.push_back(static_cast<double>(l));
-      RETURN_IF_ERROR(dp.sum(st.data(), static_cast<int64_t>(st.size())));
+      RETURN_IF_ERROR(dp.sum_world(st.data(), static_cast<int64_t>(st.size())));
       loss = st[0], kl_sum = st[1], ratio_sum = st[2], entropy = st[3];
       entropy_count = static_cast<int64_t>(st[4]);
       clip_low = static_cast<int64_t>(st[5]), clip_high = 0;
@@ -632,7 +748,7 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
       size_t k = 8;
       for (MoeStats& m : loads)
         for (int64_t& l : m.load) l = static_cast<int64_t>(st[k++]);
-      if (dp.comm) RETURN_IF_ERROR(dp.comm->all_reduce(&rstats.seconds, 1, ReduceOp::kMax));
+      if (dp.world) RETURN_IF_ERROR(dp.world->all_reduce(&rstats.seconds, 1, ReduceOp::kMax));
     }
     if (bad) {
       LOG(WARN) << "step " << step << ": " << bad_what
@@ -677,7 +793,7 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
       r.add("rollout_tok_s", rstats.tokens_per_s());
       r.add("rollout_s", rstats.seconds);
       r.add("step_s", secs);
-      r.add("mfu", flops / secs / (peak * dp.size));  // every rank's share of the work against its own peak
+      r.add("mfu", flops / secs / (peak * dp.world_size()));  // every rank's share of the work against its own peak
       r.add("memory_gb", resident_memory_bytes() / 1e9);
       if (dp.comm) r.add("comm_s", optimizer.comm_seconds());
       if (bad) r.add("skipped", 1.0);

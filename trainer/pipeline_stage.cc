@@ -57,7 +57,9 @@ StatusOr<PipelinePlan> make_pipeline_plan(const ExperimentConfig& c, int64_t dp)
   plan.kind = schedule_kind(pc.schedule);
   const int64_t mbs = c.data.micro_batch_size;
   if (c.train.mode == TrainMode::kGrpo) {
-    plan.m = static_cast<int>(pc.micro_batches > 0 ? pc.micro_batches : 1);
+    // GRPO's micro-batches per step depend on the samples (dynamic sampling, lengths): each step
+    // builds its schedule; this one (m = p) only validates the layout.
+    plan.m = plan.p;
   } else {
     const int64_t m = c.data.global_batch_size / (mbs * dp);
     if (pc.micro_batches > 0 && pc.micro_batches != m) {
@@ -110,11 +112,10 @@ StatusOr<PipelinePlan> make_pipeline_plan(const ExperimentConfig& c, int64_t dp)
   return plan;
 }
 
-void ModelStage::begin_step(std::vector<const Batch*> micro, double denominator, double aux_weight, bool keep) {
+void ModelStage::begin_step(std::vector<StageMicro> micro, double denominator, bool keep) {
   CHECK(acts_.empty()) << "a pipeline step began with activations of the last one alive";
   micro_ = std::move(micro);
   denominator_ = denominator;
-  aux_weight_ = aux_weight;
   keep_ = keep;
   live_ = 0;
   loss = loss_sum = aux = 0;
@@ -125,22 +126,26 @@ void ModelStage::begin_step(std::vector<const Batch*> micro, double denominator,
 }
 
 int64_t ModelStage::boundary_elems(int micro) const {
-  const Batch& b = *micro_[static_cast<size_t>(micro)];
+  const Batch& b = *micro_[static_cast<size_t>(micro)].batch;
   return b.B * b.T * model_.config().d_model;
 }
 
 void ModelStage::forward(int micro, int chunk, const float* input, float* output) {
   Timer t;
   Activations& acts = acts_[{micro, chunk}];
-  loss += model_.forward(*micro_[static_cast<size_t>(micro)], acts, denominator_, input, output, aux_weight_, chunk);
+  const StageMicro& mb = micro_[static_cast<size_t>(micro)];
+  loss += model_.forward(*mb.batch, acts, denominator_, input, output, mb.aux_weight, chunk);
   loss_sum += acts.loss_sum;
   aux += acts.aux_loss;
-  for (const MoeStats& s : model_.moe_stats(acts))
-    for (MoeStats& l : loads)
-      if (l.block == s.block) {
-        for (size_t e = 0; e < s.load.size(); ++e) l.load[e] += s.load[e];
-        l.dropped += s.dropped;
-      }
+  if (mb.counted) {
+    for (const MoeStats& s : model_.moe_stats(acts))
+      for (MoeStats& l : loads)
+        if (l.block == s.block) {
+          for (size_t e = 0; e < s.load.size(); ++e) l.load[e] += s.load[e];
+          l.dropped += s.dropped;
+        }
+  }
+  if (on_head_forward && output == nullptr) on_head_forward(micro, acts);
   if (keep_) {
     act_bytes = std::max(act_bytes, activation_bytes(acts));
     ++live_;
@@ -173,6 +178,77 @@ void ModelStage::backward_weight(int micro, int chunk) {
   acts_.erase(it);
   w_s += t.seconds();
   ++w_n;
+}
+
+void PipelineDecoder::start(int64_t B, int64_t capacity) {
+  const int64_t m = std::min<int64_t>(plan_.p, B);
+  row_begin_.assign(1, 0);
+  caches_.clear();
+  for (int64_t k = 0; k < m; ++k) {
+    row_begin_.push_back(B * (k + 1) / m);
+    caches_.push_back(model_.make_kv_caches(row_begin_[k + 1] - row_begin_[k], capacity));
+  }
+}
+
+namespace {
+
+// The forward-only pipeline's view of one decode step: micro-batch k is rows
+// [row_begin[k], row_begin[k + 1]) of the step's tokens.
+class DecodeStage : public PipelineStage {
+ public:
+  DecodeStage(Transformer& model, std::vector<std::vector<KVCache>>& caches, const std::vector<int64_t>& row_begin,
+              const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions,
+              const std::vector<int32_t>& key_start, int64_t T_new, Tensor& logits)
+      : model_(model), caches_(caches), row_begin_(row_begin), tokens_(tokens), positions_(positions),
+        key_start_(key_start), T_new_(T_new), logits_(logits) {}
+  int64_t boundary_elems(int micro) const override { return rows(micro) * T_new_ * model_.config().d_model; }
+  void forward(int micro, int chunk, const float* input, float* output) override {
+    const int64_t r0 = row_begin_[static_cast<size_t>(micro)], n = rows(micro);
+    auto slice = [&](const std::vector<int32_t>& v, int64_t per_row) {
+      return std::vector<int32_t>(v.begin() + r0 * per_row, v.begin() + (r0 + n) * per_row);
+    };
+    const std::vector<int32_t> tok = tokens_.empty() ? std::vector<int32_t>() : slice(tokens_, T_new_);
+    Tensor out = model_.decode_chunk(caches_[static_cast<size_t>(micro)], chunk, tok, slice(positions_, T_new_),
+                                     slice(key_start_, 1), n, T_new_, /*last_only=*/true, input, output);
+    if (out.defined()) {
+      const int64_t V = model_.config().vocab_size;
+      if (!logits_.defined()) logits_ = f32_matrix(row_begin_.back(), V);
+      copy_f32(logits_.f32() + r0 * V, out.f32(), n * V);
+    }
+  }
+  void backward_input(int, int, const float*, float*, bool) override { CHECK(false) << "decoding has no backward"; }
+  void backward_weight(int, int) override { CHECK(false) << "decoding has no backward"; }
+  int live_activations() const override { return 0; }
+
+ private:
+  int64_t rows(int micro) const { return row_begin_[static_cast<size_t>(micro) + 1] - row_begin_[static_cast<size_t>(micro)]; }
+  Transformer& model_;
+  std::vector<std::vector<KVCache>>& caches_;
+  const std::vector<int64_t>& row_begin_;
+  const std::vector<int32_t>& tokens_;
+  const std::vector<int32_t>& positions_;
+  const std::vector<int32_t>& key_start_;
+  int64_t T_new_;
+  Tensor& logits_;
+};
+
+}  // namespace
+
+Tensor PipelineDecoder::step(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions,
+                             const std::vector<int32_t>& key_start, int64_t B, int64_t T_new) {
+  CHECK_EQ(B, row_begin_.back()) << "decode step of another batch than start()";
+  Tensor logits;
+  DecodeStage stage(model_, caches_, row_begin_, tokens, positions, key_start, T_new, logits);
+  const Schedule s = forward_only_schedule(plan_.p, static_cast<int>(caches_.size()), plan_.v);
+  const StatusOr<PipelineRun> run = run_pipeline(s, pp_rank_, stage, pp_);
+  CHECK(run.ok()) << "pipeline decode: " << run.status().message();
+  return logits;
+}
+
+void PipelineDecoder::share(std::vector<int32_t>& tokens) {
+  const Status st =
+      pp_->broadcast(tokens.data(), static_cast<int64_t>(tokens.size() * sizeof(int32_t)), plan_.p - 1);
+  CHECK(st.ok()) << "pipeline decode: sharing sampled tokens: " << st.message();
 }
 
 Status reduce_tied_embedding(Transformer& model, Communicator* pp) {

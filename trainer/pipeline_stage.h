@@ -9,12 +9,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "core/status.h"
+#include "model/generate.h"
 #include "model/transformer.h"
 #include "optim/distributed_optimizer.h"
 #include "parallel/pipeline.h"
@@ -44,13 +46,22 @@ StatusOr<PipelinePlan> make_pipeline_plan(const ExperimentConfig& c, int64_t dp)
 // The stage a training step runs: the model's forward and backward per (micro-batch, chunk) on
 // the step's micro-batches, accumulating gradients into the parameters' gradient tensors (the
 // data-parallel buckets), the loss of the last stage, auxiliary losses and expert loads.
+struct StageMicro {
+  const Batch* batch = nullptr;
+  double aux_weight = 1.0;  // scales the auxiliary losses (1 / micro-batches of the global batch)
+  bool counted = true;      // false: padding, left out of the expert loads
+};
+
 class ModelStage : public PipelineStage {
  public:
   explicit ModelStage(Transformer& model) : model_(model) {}
 
   // A training step over `micro` (this pipeline's micro-batches, in order). denominator: target
-  // tokens of the global batch; aux_weight: 1 / micro-batches of the global batch.
-  void begin_step(std::vector<const Batch*> micro, double denominator, double aux_weight, bool keep = true);
+  // tokens of the global batch. keep = false: forward only, nothing kept (evaluation, log-probs).
+  void begin_step(std::vector<StageMicro> micro, double denominator, bool keep = true);
+  // Called on the last stage after a micro-batch's forward, before its backward: a loss defined
+  // on the log-probs (GRPO) reads acts.token_logp and sets acts.token_logp_grad here.
+  std::function<void(int micro, Activations& acts)> on_head_forward;
 
   int64_t boundary_elems(int micro) const override;
   void forward(int micro, int chunk, const float* input, float* output) override;
@@ -70,11 +81,34 @@ class ModelStage : public PipelineStage {
 
  private:
   Transformer& model_;
-  std::vector<const Batch*> micro_;
-  double denominator_ = 1, aux_weight_ = 1;
+  std::vector<StageMicro> micro_;
+  double denominator_ = 1;
   bool keep_ = true;  // false: forward only (evaluation), nothing kept
   std::map<std::tuple<int, int>, Activations> acts_;  // by (micro, chunk), until its W
   int live_ = 0;      // activation sets between their F and their B
+};
+
+// Decoding through the pipeline (GRPO rollouts and evaluation under pp): a decode step's rows are
+// split into up to p micro-batches that flow through the stages in the forward-only schedule (while
+// stage 1 decodes micro-batch 0, stage 0 decodes micro-batch 1); the last stage samples and shares
+// the tokens over the pipeline, so every stage keeps the same completions and stops together.
+class PipelineDecoder : public Decoder {
+ public:
+  PipelineDecoder(Transformer& model, const PipelinePlan& plan, int pp_rank, Communicator* pp)
+      : model_(model), plan_(plan), pp_rank_(pp_rank), pp_(pp) {}
+  const ModelConfig& config() const override { return model_.config(); }
+  void start(int64_t B, int64_t capacity) override;
+  Tensor step(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions,
+              const std::vector<int32_t>& key_start, int64_t B, int64_t T_new) override;
+  void share(std::vector<int32_t>& tokens) override;
+
+ private:
+  Transformer& model_;
+  const PipelinePlan& plan_;
+  int pp_rank_;
+  Communicator* pp_;
+  std::vector<int64_t> row_begin_;            // (m + 1,) rows of each micro-batch
+  std::vector<std::vector<KVCache>> caches_;  // (m,) this stage's caches of each micro-batch
 };
 
 // A tied embedding whose head sits on another stage: the first stage (embedding) and the last

@@ -37,11 +37,6 @@ Status refuse_unlanded(const ExperimentConfig& c) {
         "parallel.deterministic: fixed-order (bitwise layout-invariant) reductions are not implemented yet; layouts "
         "match one process within the measured noise floor");
   }
-  if (c.parallel.pp > 1 && c.train.mode == TrainMode::kGrpo) {
-    return absl::UnimplementedError(
-        "train.mode: grpo with parallel.pp > 1: rollouts decoding through pipeline stages are not implemented yet "
-        "(issue #9); pretrain and sft run at any pp, GRPO at any dp and ep");
-  }
   return OkStatus();
 }
 

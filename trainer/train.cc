@@ -41,9 +41,9 @@ StatusOr<double> evaluate_loss(Transformer& model, const std::vector<Batch>& bat
     }
   } else {
     ModelStage stage(model);
-    std::vector<const Batch*> ptrs;
-    for (const Batch& b : batches) ptrs.push_back(&b);
-    stage.begin_step(ptrs, 1.0, 1.0, /*keep=*/false);
+    std::vector<StageMicro> micro;
+    for (const Batch& b : batches) micro.push_back({&b, 1.0, false});
+    stage.begin_step(micro, 1.0, /*keep=*/false);
     const Schedule s = forward_only_schedule(pipe->p, static_cast<int>(batches.size()), pipe->v);
     RETURN_IF_ERROR(run_pipeline(s, dp.pp_rank, stage, dp.pp.get()).status());
     sum = stage.loss_sum;
@@ -179,9 +179,9 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
     if (pipe) {
       // Pipeline parallelism: the schedule runs them through the stages; gradients accumulate
       // into the buckets, reduced once the pipeline has drained.
-      std::vector<const Batch*> batches;
-      for (int64_t m : mine) batches.push_back(&micro[m]);
-      stage->begin_step(batches, denom, 1.0 / static_cast<double>(accum));
+      std::vector<StageMicro> batches;
+      for (int64_t m : mine) batches.push_back({&micro[m], 1.0 / static_cast<double>(accum), true});
+      stage->begin_step(batches, denom);
       ASSIGN_OR_RETURN(pipe_run, run_pipeline(pipe->schedule, dp.pp_rank, *stage, dp.pp.get()));
       loss = stage->loss;
       aux = stage->aux;

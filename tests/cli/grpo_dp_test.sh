@@ -7,8 +7,11 @@
 # all zero on a random model), which must run on both ranks (the ones holding the rollouts), once
 # per rank. A frozen reference (beta > 0) and two iterations per step exercise the global
 # denominators, the KL and the ratio; the held-out evaluation is split over the ranks and gives
-# one process's figures. Then the dp = 2 checkpoint resumes in one process. Last, the tiny MoE
-# under expert parallelism (ep = 2, and ep = 2 x edp = 2) against one process the same way.
+# one process's figures. Then the dp = 2 checkpoint resumes in one process. The same at pp = 2
+# (rollouts decode through the two stages; only the last stage scores, so the command runs on
+# rank 1 alone), and its checkpoint resumes in one process. Last, the tiny MoE under expert
+# parallelism (ep = 2, and ep = 2 x edp = 2) and pipelines (pp = 2 with ZB-H1 and interleaved
+# 1F1B, dp 2 (ep 2) x pp 2 on 8 ranks) against one process the same way.
 set -u
 root=${1:?repository root}
 cd "$root" || exit 1
@@ -74,6 +77,19 @@ run resumed 0 --set data.micro_batch_size=4 --resume "$tmp/two/checkpoints/step_
 check "the dp=2 checkpoint resumes in one process at step 1" "grep -q 'at step 1' $tmp/resumed.log"
 check "... and continues with 2 more steps" "[ \$(grep -c '\"kind\":\"train\"' $tmp/resumed/metrics.jsonl) -eq 2 ]"
 
+# Pipeline parallelism: two stages of one block each.
+run pp2 2 --set data.micro_batch_size=4 --set parallel.pp=2
+l=$(rel "$(step_gnorm one 1)" "$(step_gnorm pp2 1)"); w=$(weight1 one pp2)
+echo "pp=2: grad norm $l, weights $w"
+check "pp=2 rollouts of step 1 equal one process's" "[ \"\$(step1 one)\" = \"\$(step1 pp2)\" ] && [ \$(step1 pp2 | wc -l) -eq 16 ]"
+check "pp=2 first-step gradient norm within 4x the floor ($l)" "le $l \$(awk -v f=$floor_g 'BEGIN { print 4 * f }')"
+check "pp=2 weights after the first step within 4x the floor ($w)" "le $w \$(awk -v f=$floor_w 'BEGIN { print 4 * f }')"
+check "pp=2: the reward command ran on the last stage only" "[ \"\$(sort -u $tmp/pp2.rewards | tr '\n' ' ')\" = '1 ' ]"
+e3=$(grep '"kind":"eval"' "$tmp/pp2/metrics.jsonl" | tail -1 | sed -E 's/.*"eval_reward":([^,}]*).*/\1/')
+check "pp=2 held-out evaluation through the stages gives one process's mean reward ($e1 vs $e3)" "le \$(rel $e1 $e3) 1e-3"
+run pp2_resumed 0 --set data.micro_batch_size=4 --resume "$tmp/pp2/checkpoints/step_000001"
+check "the pp=2 checkpoint (with the reference policy) resumes in one process" "grep -q 'at step 1' $tmp/pp2_resumed.log"
+
 # The same on the tiny MoE with expert parallelism: ep = 2 (dp = 2) and ep = 2 x edp = 2 (dp = 4,
 # oversubscribed) decode in lockstep over the expert group and give one process's step-1
 # rollouts and first step; the held-out set of 5 problems leaves ranks unequal (padded).
@@ -81,10 +97,12 @@ common[0]=configs/tiny_moe_sft.yaml
 common+=(--set data.task=arithmetic --set model.moe.aux_loss=seq --set grpo.eval_problems=5 --set optim.warmup_steps=0)
 floor moe_
 echo "MoE noise floor of the first step: grad norm $floor_g, weights $floor_w"
-for layout in "2 2" "4 2"; do
-  read -r ranks ep <<< "$layout"
-  name=moe_np${ranks}_ep${ep}
-  run "$name" "$ranks" --set data.micro_batch_size=4 --set "parallel.ep=$ep"
+for layout in "2 2 1" "4 2 1" "2 1 2 zb_h1" "2 1 2 interleaved_1f1b" "8 2 2 1f1b"; do
+  read -r ranks ep pp sched <<< "$layout"
+  name=moe_np${ranks}_ep${ep}${sched:+_pp${pp}_$sched}
+  extra=(); [ "$pp" -gt 1 ] && extra=(--set "parallel.pp=$pp" --set "parallel.pipeline.schedule=$sched")
+  [ "${sched:-}" = interleaved_1f1b ] && extra+=(--set parallel.pipeline.virtual_stages=2)
+  run "$name" "$ranks" --set data.micro_batch_size=4 --set "parallel.ep=$ep" "${extra[@]}"
   l=$(rel "$(step_gnorm moe_one 1)" "$(step_gnorm "$name" 1)"); w=$(weight1 moe_one "$name")
   echo "$name: grad norm $l, weights $w"
   check "$name: step-1 rollouts equal one process's" "[ \"\$(step1 moe_one)\" = \"\$(step1 $name)\" ] && [ \$(step1 $name | wc -l) -eq 16 ]"
