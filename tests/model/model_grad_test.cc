@@ -213,7 +213,7 @@ TEST(Model, InitIsKeyedByNameNotLayout) {
   c.n_layers = 3;
   Transformer whole(c, PrecisionConfig{});
   whole.init(9);
-  StageSpec tail{2, 3, false, true};
+  StageSpec tail{2, 3, false, true, {}};
   Transformer stage(c, PrecisionConfig{}, tail);
   stage.init(9);
   for (const ParamRef& p : stage.params()) {
@@ -229,8 +229,8 @@ TEST(Model, StagesChainToTheWholeModel) {
   c.n_layers = 3;
   Transformer whole(c, PrecisionConfig{});
   whole.init(2);
-  Transformer first(c, PrecisionConfig{}, StageSpec{0, 2, true, false});
-  Transformer last(c, PrecisionConfig{}, StageSpec{2, 3, false, true});
+  Transformer first(c, PrecisionConfig{}, StageSpec{0, 2, true, false, {}});
+  Transformer last(c, PrecisionConfig{}, StageSpec{2, 3, false, true, {}});
   first.init(2);
   last.init(2);
   Batch batch = make_batch(2, 6, c.vocab_size, 8);
@@ -262,7 +262,7 @@ TEST(Model, ChunksChainToTheWholeModel) {
   StageSpec sa;
   sa.chunks = {{0, 1}, {2, 3}};
   Transformer a(c, PrecisionConfig{}, sa);
-  Transformer b(c, PrecisionConfig{}, StageSpec{1, 2, false, false});
+  Transformer b(c, PrecisionConfig{}, StageSpec{1, 2, false, false, {}});
   a.init(4);
   b.init(4);
   EXPECT_EQ(a.n_chunks(), 2);
