@@ -595,21 +595,15 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
     RETURN_IF_ERROR(dp.sum(&global_micro, 1));
     // Expert parallelism: every forward exchanges tokens over the expert group, so every rank runs
     // as many micro-batches as the busiest, padding with empty ones (one token, no target).
+    size_t want = micro.size();
     if (dp.ep) {
       double most = static_cast<double>(micro.size());
       RETURN_IF_ERROR(dp.ep->all_reduce(&most, 1, ReduceOp::kMax));
-      while (static_cast<double>(micro.size()) < most) {
-        MicroBatch pad;
-        pad.batch.B = 1;
-        pad.batch.T = 1;
-        pad.batch.tokens = {0};
-        pad.batch.targets = {-1};
-        pad.batch.finalize(V);
-        micro.push_back(std::move(pad));
-      }
+      want = static_cast<size_t>(most);
     }
-    // Interleaved 1F1B runs a multiple of p micro-batches: pad with empty ones.
-    while (pipe && pipe->kind == ScheduleKind::kInterleaved1F1B && micro.size() % static_cast<size_t>(pipe->p) != 0) {
+    // Interleaved 1F1B runs a multiple of p micro-batches: pad with empty ones too.
+    if (pipe && pipe->kind == ScheduleKind::kInterleaved1F1B) want = (want + pipe->p - 1) / pipe->p * pipe->p;
+    while (micro.size() < want) {
       MicroBatch pad;
       pad.batch.B = 1;
       pad.batch.T = 1;

@@ -21,18 +21,6 @@ common=(configs/tiny_moe_sft.yaml --set train.steps=10 --set log.every=1 --set "
 sigmoid=(--set model.arch=glm4_moe --set model.moe.scoring=sigmoid --set model.moe.bias_update_rate=0.001)
 . "$root/tests/cli/parity_lib.sh"
 
-# floor PREFIX [args...]: one process at micro-batches of 16, 8 and 4 (PREFIX_one: the reference);
-# sets tol_loss and tol_w to 4x the largest difference.
-floor() {
-  local prefix=$1; shift
-  run "${prefix}_mb16" 0 "$@" --set data.micro_batch_size=16
-  run "${prefix}_mb8" 0 "$@" --set data.micro_batch_size=8
-  run "${prefix}_one" 0 "$@" --set data.micro_batch_size=4
-  noise_floor 10 "${prefix}_mb16" "${prefix}_mb8" "${prefix}_one"
-  tol_loss=$(awk -v f="$floor_loss" 'BEGIN { printf "%.6e", 4 * f }')
-  tol_w=$(awk -v f="$floor_w" 'BEGIN { printf "%.6e", 4 * f }')
-  echo "$prefix noise floor: loss $floor_loss, weights $floor_w"
-}
 # layout PREFIX RANKS EP [args...]: trains at that layout and holds it to the floor of PREFIX.
 layout() {
   local prefix=$1 ranks=$2 ep=$3; shift 3

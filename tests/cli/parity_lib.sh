@@ -12,6 +12,8 @@
 #   rel X Y, max X Y, le X Y    |X - Y| / |X|; the larger (nan-aware); X <= Y (false for nan)
 #   noise_floor STEPS A B C     the noise floor of three one-process runs of the same maths: sets
 #                               floor_loss and floor_w to the largest difference of any two
+#   floor PREFIX [args...]      one process over 10 steps at micro-batches of 16, 8 and 4 (PREFIX_one:
+#                               the reference); sets tol_loss and tol_w to 4x their noise floor
 fail=0; pass=0
 check() { if eval "$2"; then pass=$((pass + 1)); else echo "FAIL: $1"; fail=$((fail + 1)); fi; }
 run() {
@@ -41,4 +43,14 @@ noise_floor() {
     floor_loss=$(max "$floor_loss" "$(loss_rel "$a" "$b" "$steps")")
     floor_w=$(max "$floor_w" "$(weight_rel "$a" "$b")")
   done
+}
+floor() {
+  local prefix=$1; shift
+  run "${prefix}_mb16" 0 "$@" --set data.micro_batch_size=16
+  run "${prefix}_mb8" 0 "$@" --set data.micro_batch_size=8
+  run "${prefix}_one" 0 "$@" --set data.micro_batch_size=4
+  noise_floor 10 "${prefix}_mb16" "${prefix}_mb8" "${prefix}_one"
+  tol_loss=$(awk -v f="$floor_loss" 'BEGIN { printf "%.6e", 4 * f }')
+  tol_w=$(awk -v f="$floor_w" 'BEGIN { printf "%.6e", 4 * f }')
+  echo "$prefix noise floor: loss $floor_loss, weights $floor_w"
 }
