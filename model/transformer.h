@@ -130,6 +130,11 @@ class Transformer {
     backward_weight(acts);
   }
 
+  // The parameters of chunk `chunk`, in the order its backward finishes their gradients.
+  const std::vector<std::vector<Param*>>& grad_segments(int chunk) const {
+    return grad_segments_[static_cast<size_t>(chunk)];
+  }
+
   // Every LinearGemm of this stage, in a fixed order (FP8 scaling state, checkpoints).
   std::vector<LinearGemm*> linear_gemms();
   // Whoever changes parameter values (optimizer step, loading, tests poking weights) calls this:

@@ -689,6 +689,7 @@ Status run_grpo(const ExperimentConfig& config, const TrainOptions& options) {
         double head = 0;
         stage->on_head_forward = [&](int mi, Activations& acts) { head += head_loss(static_cast<size_t>(mi), acts, it); };
         ASSIGN_OR_RETURN(const Schedule sched, make_schedule(pipe->kind, pipe->p, static_cast<int>(micro.size()), pipe->v));
+        if (config.parallel.overlap_grad_reduce) stage->overlap_grad_reduce(&optimizer, sched, dp.pp_rank);
         RETURN_IF_ERROR(run_pipeline(sched, dp.pp_rank, *stage, dp.pp.get()).status());
         it_loss += stage->aux + head;
         if (it == 0) add_moe_stats(loads, stage->loads);

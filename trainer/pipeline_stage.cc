@@ -116,6 +116,8 @@ void ModelStage::begin_step(std::vector<StageMicro> micro, double denominator, b
   CHECK(acts_.empty()) << "a pipeline step began with activations of the last one alive";
   micro_ = std::move(micro);
   denominator_ = denominator;
+  optimizer_ = nullptr;
+  last_grad_micro_.clear();
   keep_ = keep;
   live_ = 0;
   loss = loss_sum = aux = 0;
@@ -123,6 +125,27 @@ void ModelStage::begin_step(std::vector<StageMicro> micro, double denominator, b
   act_bytes = 0;
   f_s = b_s = w_s = 0;
   f_n = b_n = w_n = 0;
+}
+
+void ModelStage::overlap_grad_reduce(DistributedOptimizer* optimizer, const Schedule& s, int rank) {
+  optimizer_ = optimizer;
+  split_w_ = s.split_w;
+  last_grad_micro_.clear();
+  for (const PipeOp& op : s.ranks[static_cast<size_t>(rank)])
+    if (op.kind == (s.split_w ? PipeOpKind::kW : PipeOpKind::kB)) last_grad_micro_[op.chunk] = op.micro;
+}
+
+void ModelStage::report_chunk(int chunk) {
+  const bool tied_elsewhere = model_.config().tie_embeddings && !(model_.stage().has_embedding && model_.stage().has_head);
+  const Param* embed = model_.find_param("embed");
+  for (const std::vector<Param*>& seg : model_.grad_segments(chunk))
+    for (const Param* p : seg)
+      if (p->grad.defined() && !(tied_elsewhere && p == embed)) optimizer_->grads_ready(p->grad.f32());
+  optimizer_->poll();
+}
+
+void ModelStage::poll() {
+  if (optimizer_ != nullptr) optimizer_->poll();
 }
 
 int64_t ModelStage::boundary_elems(int micro) const {
@@ -160,11 +183,14 @@ void ModelStage::backward_input(int micro, int chunk, const float* d_output, flo
   Timer t;
   auto it = acts_.find({micro, chunk});
   CHECK(it != acts_.end()) << "pipeline backward of micro-batch " << micro << " chunk " << chunk << " before its forward";
+  const auto last = last_grad_micro_.find(chunk);
+  const bool finishes = optimizer_ != nullptr && last != last_grad_micro_.end() && last->second == micro;
   model_.backward_input(it->second, d_output, d_input);
   --live_;
   if (whole) {
     model_.backward_weight(it->second);
     acts_.erase(it);
+    if (finishes && !split_w_) report_chunk(chunk);
   }
   b_s += t.seconds();
   ++b_n;
@@ -176,6 +202,8 @@ void ModelStage::backward_weight(int micro, int chunk) {
   CHECK(it != acts_.end()) << "pipeline W of micro-batch " << micro << " chunk " << chunk << " before its B";
   model_.backward_weight(it->second);
   acts_.erase(it);
+  const auto last = last_grad_micro_.find(chunk);
+  if (optimizer_ != nullptr && split_w_ && last != last_grad_micro_.end() && last->second == micro) report_chunk(chunk);
   w_s += t.seconds();
   ++w_n;
 }

@@ -59,6 +59,12 @@ class ModelStage : public PipelineStage {
   // A training step over `micro` (this pipeline's micro-batches, in order). denominator: target
   // tokens of the global batch. keep = false: forward only, nothing kept (evaluation, log-probs).
   void begin_step(std::vector<StageMicro> micro, double denominator, bool keep = true);
+  // Data parallelism: once a chunk's last gradient op of the step (its last B, or W when the
+  // schedule splits W off) has run, its gradients are final and their bucket reductions may
+  // start while the pipeline drains (a tied embedding waits for reduce_tied_embedding). Call
+  // after begin_step, with the schedule this rank is about to run.
+  void overlap_grad_reduce(DistributedOptimizer* optimizer, const Schedule& s, int rank);
+  void poll() override;
   // Called on the last stage after a micro-batch's forward, before its backward: a loss defined
   // on the log-probs (GRPO) reads acts.token_logp and sets acts.token_logp_grad here.
   std::function<void(int micro, Activations& acts)> on_head_forward;
@@ -86,6 +92,10 @@ class ModelStage : public PipelineStage {
   bool keep_ = true;  // false: forward only (evaluation), nothing kept
   std::map<std::tuple<int, int>, Activations> acts_;  // by (micro, chunk), until its W
   int live_ = 0;      // activation sets between their F and their B
+  DistributedOptimizer* optimizer_ = nullptr;
+  std::map<int, int> last_grad_micro_;  // chunk -> the micro-batch whose B (or W) finishes it
+  bool split_w_ = false;
+  void report_chunk(int chunk);
 };
 
 // Decoding through the pipeline (GRPO rollouts and evaluation under pp): a decode step's rows are

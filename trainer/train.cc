@@ -182,6 +182,7 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
       std::vector<StageMicro> batches;
       for (int64_t m : mine) batches.push_back({&micro[m], 1.0 / static_cast<double>(accum), true});
       stage->begin_step(batches, denom);
+      if (config.parallel.overlap_grad_reduce) stage->overlap_grad_reduce(&optimizer, pipe->schedule, dp.pp_rank);
       ASSIGN_OR_RETURN(pipe_run, run_pipeline(pipe->schedule, dp.pp_rank, *stage, dp.pp.get()));
       loss = stage->loss;
       aux = stage->aux;

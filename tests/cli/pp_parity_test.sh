@@ -4,7 +4,7 @@
 # 1F1B, interleaved 1F1B with 2 chunks per rank, ZB-H1), in fp32 and fp8, and by dp = 2 x pp = 2 x
 # ep = 2 (8 ranks, oversubscribed), gives the same losses and final weights within 4x the noise
 # floor (one process at gradient accumulation 1, 2 and 4: the largest difference of any two).
-# Also: tied embeddings (the first and last stage each hold the embedding and sum its gradient),
+# dp = 2 x pp = 2 overlaps the gradient reduction with the pipeline's drain. Also: tied embeddings (the first and last stage each hold the embedding and sum its gradient),
 # an explicit parallel.pipeline.layout, aux-free bias balancing across stages, the activation peak
 # each schedule predicts (rank 0: GPipe holds all m micro-batches, 1F1B p), the held-out loss
 # through the pipeline, and a pp = 2 checkpoint resumed at pp = 1 and pp = 4.
@@ -50,6 +50,11 @@ check "parallel.pipeline.layout sets the split" "grep -q 'blocks per stage \[0,3
 # dp = 2 x pp = 2 x ep = 2: expert groups inside each stage, dense gradients over dp.
 layout fp32 fp32_dp2_pp2_ep2 8 --set parallel.pp=2 --set parallel.ep=2 --set parallel.pipeline.schedule=1f1b
 suffix=zero1 layout fp32 fp32_dp2_pp2_ep2_zero1 8 --set parallel.pp=2 --set parallel.ep=2 --set parallel.zero=1
+# dp = 2 x pp = 2 with small buckets: a chunk's buckets start reducing once its last B (W for
+# ZB-H1) has run, while the pipeline drains.
+layout fp32 fp32_dp2_pp2_zb_overlap 4 --set parallel.pp=2 --set parallel.bucket_mb=0.05 --set parallel.pipeline.schedule=zb_h1
+check "dp x pp: bucket reductions start while the pipeline drains ($(metric fp32_dp2_pp2_zb_overlap buckets_overlapped))" \
+  "awk -v x=\$(metric fp32_dp2_pp2_zb_overlap buckets_overlapped) 'BEGIN { exit !(x > 0.5) }'"
 
 # Resharded resume: pp = 2's step-5 checkpoint in one process and at pp = 4.
 for ranks in 0 4; do
