@@ -337,6 +337,21 @@ void Transformer::backward_input(Activations& acts, const float* d_output, float
   while (ready != nullptr && segment < segments.size()) finish_segment();  // the embedding
 }
 
+void Transformer::release_after_backward_input(Activations& acts) const {
+  // Kept: attention's input and core output (q/k/v and wo GEMMs), the MLP's and experts' inputs
+  // and activations, the MoE input (router GEMM), the head's input and its dlogits.
+  for (BlockSaved& b : acts.blocks) {
+    b.x = b.rstd1 = b.h = b.rstd2 = Tensor();
+    AttentionSaved& a = b.attn;
+    a.q_raw = a.k_raw = a.q_rstd = a.k_rstd = a.q = a.k = a.v = a.lse = a.pos = a.key_start = Tensor();
+    b.mlp.gate = b.mlp.up = Tensor();
+    MoeSaved& m = b.moe;
+    m.probs = m.ye = m.gate = m.up = m.shared_y = Tensor();
+    m.shared.gate = m.shared.up = Tensor();
+  }
+  acts.final_in = acts.final_rstd = acts.lse = Tensor();
+}
+
 Tensor Transformer::logits(const Batch& batch) {
   CHECK(whole()) << "logits() needs the whole model on one stage";
   Activations acts;

@@ -124,6 +124,9 @@ class Transformer {
   void backward_input(Activations& acts, const float* d_output = nullptr, float* d_input = nullptr,
                       const GradsReadyFn* ready = nullptr);
   void backward_weight(Activations& acts) { acts.weight_grads.run(); }
+  // Between backward_input and a deferred backward_weight (ZB-H1): frees every saved tensor but
+  // the weight-gradient GEMMs' inputs, so a micro-batch waiting for its W holds only those.
+  void release_after_backward_input(Activations& acts) const;
   void backward(Activations& acts, const float* d_output = nullptr, float* d_input = nullptr,
                 const GradsReadyFn* ready = nullptr) {
     backward_input(acts, d_output, d_input, ready);

@@ -191,6 +191,8 @@ void ModelStage::backward_input(int micro, int chunk, const float* d_output, flo
     model_.backward_weight(it->second);
     acts_.erase(it);
     if (finishes && !split_w_) report_chunk(chunk);
+  } else {
+    model_.release_after_backward_input(it->second);  // its W needs only the GEMM inputs
   }
   b_s += t.seconds();
   ++b_n;
