@@ -50,7 +50,9 @@ std::vector<PipeOp> interleaved(int p, int m, int v, int r) {
 // ZB-H1 by list scheduling at unit costs (F = B = W = 1): every rank takes, at each moment, the
 // op that can start first, preferring B (on the critical path) over F over W at a tie; a rank
 // starts a new forward only while fewer than p - r micro-batches are between their F and B
-// (1F1B's activation memory), so the deferred W's fill what would be bubbles.
+// (1F1B's activation memory), so the deferred W's fill what would be bubbles. Once p W's are
+// pending a W goes before the next F, so a rank never holds the weight-gradient inputs of more
+// than p micro-batches (deferring every W to the cool-down would hold all m).
 std::vector<std::vector<PipeOp>> zb_h1(int p, int m) {
   std::vector<std::vector<double>> f_end(p, std::vector<double>(m, kInf)), b_end = f_end;
   std::vector<std::vector<PipeOp>> ops(p);
@@ -59,20 +61,21 @@ std::vector<std::vector<PipeOp>> zb_h1(int p, int m) {
   int left = 3 * p * m;
   while (left > 0) {
     double best_t = kInf;
-    int best_r = -1, best_kind = 3;
+    int best_r = -1, best_kind = 3, best_rank = 3;
     for (int r = 0; r < p; ++r) {
-      auto consider = [&](double ready, int kind) {
+      // rank: the tie-break among ops that can start at the same time (lower first).
+      auto consider = [&](double ready, int kind, int rank) {
         const double t = std::max(ready, free[r]);
-        if (t < best_t || (t == best_t && (kind < best_kind || (kind == best_kind && r < best_r)))) {
-          best_t = t, best_r = r, best_kind = kind;
+        if (t < best_t || (t == best_t && (rank < best_rank || (rank == best_rank && r < best_r)))) {
+          best_t = t, best_r = r, best_kind = kind, best_rank = rank;
         }
       };
       if (next_b[r] < next_f[r]) {  // B of the oldest forward: needs the gradient from r + 1
         const int j = next_b[r];
-        consider(r == p - 1 ? f_end[r][j] : b_end[r + 1][j], 0);
+        consider(r == p - 1 ? f_end[r][j] : b_end[r + 1][j], 0, 0);
       }
-      if (next_f[r] < m && next_f[r] - next_b[r] < p - r) consider(r == 0 ? 0.0 : f_end[r - 1][next_f[r]], 1);
-      if (next_w[r] < next_b[r]) consider(b_end[r][next_w[r]], 2);
+      if (next_f[r] < m && next_f[r] - next_b[r] < p - r) consider(r == 0 ? 0.0 : f_end[r - 1][next_f[r]], 1, 2);
+      if (next_w[r] < next_b[r]) consider(b_end[r][next_w[r]], 2, next_b[r] - next_w[r] >= p ? 1 : 3);
     }
     const int r = best_r;
     const double t_end = best_t + 1.0;

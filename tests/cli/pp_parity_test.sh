@@ -44,6 +44,9 @@ e=$(rel "$(el fp32_one)" "$(el fp32_pp4_zb_h1)")
 check "the held-out loss through 4 stages equals one process's ($e <= $tol_loss)" "le $e $tol_loss"
 check "GPipe holds all 4 micro-batches on rank 0, 1F1B p = 2 of them, interleaved 1F1B (p=2, v=2) 5 chunks" \
   "[ \"\$(metric fp32_pp2_gpipe pp_act_peak)\" = 4.0 ] && [ \"\$(metric fp32_pp2_1f1b pp_act_peak)\" = 2.0 ] && [ \"\$(metric fp32_pp2_interleaved_1f1b pp_act_peak)\" = 5.0 ]"
+peak() { metric "$1" tensor_peak_mb; }
+check "ZB-H1 holds about 1F1B's memory ($(peak fp32_pp2_zb_h1) vs $(peak fp32_pp2_1f1b) MB), GPipe more ($(peak fp32_pp2_gpipe) MB)" \
+  "awk -v z=\$(peak fp32_pp2_zb_h1) -v o=\$(peak fp32_pp2_1f1b) -v g=\$(peak fp32_pp2_gpipe) 'BEGIN { exit !(z <= 1.5 * o && g > o) }'"
 check "the stages are balanced by cost and logged" "grep -q 'blocks per stage \[0,4) \[4,8) (balanced by cost)' $tmp/fp32_pp2_1f1b.log"
 layout fp32 fp32_pp2_layout 2 --set parallel.pp=2 --set "parallel.pipeline.layout=[3,5]"
 check "parallel.pipeline.layout sets the split" "grep -q 'blocks per stage \[0,3) \[3,8) (parallel.pipeline.layout)' $tmp/fp32_pp2_layout.log"
