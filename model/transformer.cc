@@ -213,6 +213,7 @@ double Transformer::forward(const Batch& batch, Activations& acts, double loss_d
     block_forward(blocks_[first + i], acts.blocks[i], y.f32(), x.f32(), batch.positions.data(), batch.key_start.data(), B,
                   T, rope_);
     std::swap(x, y);
+    if (progress_) progress_();
   }
 
   // Auxiliary losses: per-layer (seq) ones are inside each block; the switch loss of
@@ -325,6 +326,7 @@ void Transformer::backward_input(Activations& acts, const float* d_output, float
     block_backward(blocks_[first + i], acts.blocks[i], dprev.f32(), dx.f32(), acts.weight_grads);
     std::swap(dx, dprev);
     finish_segment();
+    if (progress_) progress_();
   }
   if (embeds) {
     // Scatter-add into the embedding rows the batch used (deterministic order: token index).
@@ -418,6 +420,7 @@ Tensor Transformer::decode_chunk(std::vector<KVCache>& caches, int chunk, const 
   for (size_t i = first; i < end; ++i) {
     block_decode(blocks_[i], caches[i], y.f32(), x.f32(), positions.data(), ks, B, T_new, rope_);
     std::swap(x, y);
+    if (progress_) progress_();
   }
   if (!heads) {
     CHECK(output != nullptr) << "a stage without the head passes its hidden states on";

@@ -138,6 +138,11 @@ class Transformer {
     return grad_segments_[static_cast<size_t>(chunk)];
   }
 
+  // Called between blocks of every forward, backward and decode (null: nothing). Open MPI moves a
+  // large message only while its sender or receiver is inside MPI: a pipeline stage polls its
+  // messages in flight here, so they move while it computes.
+  void set_progress(std::function<void()> fn) { progress_ = std::move(fn); }
+
   // Every LinearGemm of this stage, in a fixed order (FP8 scaling state, checkpoints).
   std::vector<LinearGemm*> linear_gemms();
   // Whoever changes parameter values (optimizer step, loading, tests poking weights) calls this:
@@ -189,6 +194,7 @@ class Transformer {
   LinearGemm gemm_head_;
   bool tied_ = false;
   int64_t weights_epoch_ = 0;  // see mark_weights_changed(); LinearGemms hold a pointer to it
+  std::function<void()> progress_;
   ParamList params_;
   std::vector<std::pair<size_t, size_t>> chunk_blocks_;  // (n_chunks,) [begin, end) into blocks_
   // Per chunk, its parameters in the order its backward finishes them.

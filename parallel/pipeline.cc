@@ -13,6 +13,7 @@ namespace strata {
 namespace {
 
 constexpr int kMaxTag = 32767;  // the least MPI_TAG_UB MPI guarantees
+constexpr double kSendSpinSeconds = 2e-3;
 
 // A message is named by its micro-batch, the boundary it crosses (between virtual stages b and
 // b + 1) and its direction; the tag is unique among the messages of one step.
@@ -41,26 +42,58 @@ StatusOr<PipelineRun> run_pipeline(const Schedule& s, int rank, PipelineStage& s
   Timer clock;
   std::map<Key, std::vector<float>> act_in, act_out, grad_in, grad_out;  // by (micro, this rank's chunk)
   std::vector<PendingSend> sends;
+  const std::vector<PipeOp>& ops = s.ranks[static_cast<size_t>(rank)];
+
+  // Receives are posted up to kLookahead recv ops ahead, so a message can land while this rank
+  // computes; each is waited for at its own op.
+  constexpr int kLookahead = 2;
+  std::map<size_t, std::unique_ptr<CommHandle>> posted;  // by op index
+  size_t next_post = 0;
+  auto post_recvs = [&](size_t from) {
+    next_post = std::max(next_post, from);
+    while (next_post < ops.size() && static_cast<int>(posted.size()) < kLookahead) {
+      const PipeOp& op = ops[next_post];
+      if (op.kind == PipeOpKind::kRecv) {
+        const int vstage = op.chunk * s.p + rank;
+        const int64_t n = stage.boundary_elems(op.micro);
+        std::vector<float>& buf = (op.grad ? grad_in : act_in)[{op.micro, op.chunk}];
+        buf.resize(static_cast<size_t>(n));
+        const int tag = message_tag(op.micro, op.grad ? vstage : vstage - 1, op.grad, S);
+        posted[next_post] = pp->irecv(buf.data(), n * static_cast<int64_t>(sizeof(float)), op.peer, tag);
+      }
+      ++next_post;
+    }
+  };
+  auto progress = [&] {
+    for (PendingSend& p : sends) p.handle->test();
+    for (auto& [at, h] : posted) h->test();
+  };
+  stage.set_progress(progress);
+  struct Unset {
+    PipelineStage& stage;
+    ~Unset() { stage.set_progress(nullptr); }
+  } unset{stage};
   auto reap_sends = [&] {
     sends.erase(std::remove_if(sends.begin(), sends.end(), [](PendingSend& p) { return p.handle->test(); }), sends.end());
   };
 
-  for (const PipeOp& op : s.ranks[static_cast<size_t>(rank)]) {
+  post_recvs(0);
+  for (size_t at = 0; at < ops.size(); ++at) {
+    const PipeOp& op = ops[at];
     PipeTraceEntry entry{op, clock.seconds(), 0};
     const Key key{op.micro, op.chunk};
     const int vstage = op.chunk * s.p + rank;
     const int64_t n = stage.boundary_elems(op.micro);
     switch (op.kind) {
       case PipeOpKind::kRecv: {
-        // The payload crosses the boundary below this stage (activation) or above it (gradient).
-        auto& buffers = op.grad ? grad_in : act_in;
-        std::vector<float>& buf = buffers[key];
-        buf.resize(static_cast<size_t>(n));
-        const int tag = message_tag(op.micro, op.grad ? vstage : vstage - 1, op.grad, S);
-        // Waited for now: the schedule's order is the one validated with blocking recvs.
+        post_recvs(at);
+        auto it = posted.find(at);
         Timer t;
-        RETURN_IF_ERROR(pp->irecv(buf.data(), n * static_cast<int64_t>(sizeof(float)), op.peer, tag)->wait());
+        Status st = it->second->wait();
         run.wait_s += t.seconds();
+        posted.erase(it);
+        RETURN_IF_ERROR(st);
+        post_recvs(at + 1);
         break;
       }
       case PipeOpKind::kSend: {
@@ -75,6 +108,10 @@ StatusOr<PipelineRun> run_pipeline(const Schedule& s, int rank, PipelineStage& s
         const int tag = message_tag(op.micro, op.grad ? vstage - 1 : vstage, op.grad, S);
         p.handle = pp->isend(p.buffer.data(), n * static_cast<int64_t>(sizeof(float)), op.peer, tag);
         run.bytes_sent += n * static_cast<int64_t>(sizeof(float));
+        // The receiver has usually posted its recv (a few ops ahead) and waits: stay in MPI a
+        // moment so the transfer finishes now rather than at this rank's next MPI call.
+        for (Timer spin; !p.handle->test() && spin.seconds() < kSendSpinSeconds;) {
+        }
         sends.push_back(std::move(p));
         break;
       }
@@ -141,6 +178,7 @@ StatusOr<PipelineRun> run_pipeline(const Schedule& s, int rank, PipelineStage& s
   }
   Timer t;
   for (PendingSend& p : sends) RETURN_IF_ERROR(p.handle->wait());
+  if (!posted.empty()) return absl::InternalError(absl::StrCat("pipeline rank ", rank, ": receives left posted"));
   run.wait_s += t.seconds();
   run.seconds = clock.seconds();
   return run;

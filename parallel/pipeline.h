@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,10 @@ class PipelineStage {
   virtual int live_activations() const = 0;
   // Called between ops: lets communication in flight elsewhere (data-parallel buckets) progress.
   virtual void poll() {}
+  // The executor hands the stage a function that moves the pipeline's messages in flight (MPI
+  // progresses only inside MPI calls); the stage calls it between layers while it computes.
+  // Null when the run ends.
+  virtual void set_progress(std::function<void()> fn) { (void)fn; }
 };
 
 // One op as run: when it started and ended (seconds since the run began). For a recv, the time

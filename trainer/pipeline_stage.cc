@@ -249,6 +249,7 @@ class DecodeStage : public PipelineStage {
   void backward_input(int, int, const float*, float*, bool) override { CHECK(false) << "decoding has no backward"; }
   void backward_weight(int, int) override { CHECK(false) << "decoding has no backward"; }
   int live_activations() const override { return 0; }
+  void set_progress(std::function<void()> fn) override { model_.set_progress(std::move(fn)); }
 
  private:
   int64_t rows(int micro) const { return row_begin_[static_cast<size_t>(micro) + 1] - row_begin_[static_cast<size_t>(micro)]; }

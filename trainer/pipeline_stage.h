@@ -65,6 +65,7 @@ class ModelStage : public PipelineStage {
   // after begin_step, with the schedule this rank is about to run.
   void overlap_grad_reduce(DistributedOptimizer* optimizer, const Schedule& s, int rank);
   void poll() override;
+  void set_progress(std::function<void()> fn) override { model_.set_progress(std::move(fn)); }
   // Called on the last stage after a micro-batch's forward, before its backward: a loss defined
   // on the log-probs (GRPO) reads acts.token_logp and sets acts.token_logp_grad here.
   std::function<void(int micro, Activations& acts)> on_head_forward;
