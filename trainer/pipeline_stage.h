@@ -100,7 +100,7 @@ class ModelStage : public PipelineStage {
 };
 
 // Decoding through the pipeline (GRPO rollouts and evaluation under pp): a decode step's rows are
-// split into up to p micro-batches that flow through the stages in the forward-only schedule (while
+// split into up to 2p micro-batches that flow through the stages in the forward-only schedule (while
 // stage 1 decodes micro-batch 0, stage 0 decodes micro-batch 1); the last stage samples and shares
 // the tokens over the pipeline, so every stage keeps the same completions and stops together.
 class PipelineDecoder : public Decoder {
