@@ -231,8 +231,12 @@ StatusOr<ModelConfig> model_config_from_hf_json(const std::string& json_text, co
       int64_t step = 1;
       RETURN_IF_ERROR(f.get_or("decoder_sparse_step", &step, int64_t{1}));
       if (step != 1) return f.unsupported("decoder_sparse_step", absl::StrCat(step, ": only 1 (every block MoE) is supported"));
-      if (f.has("mlp_only_layers") && !f.at("mlp_only_layers").empty()) {
-        return f.unsupported("mlp_only_layers", "dense blocks among MoE blocks are not supported (only first_k_dense)");
+      if (f.has("mlp_only_layers")) {  // dense blocks: only a prefix 0..k-1 (Strata's first_k_dense)
+        const json& dense = f.at("mlp_only_layers");
+        bool prefix = dense.is_array();
+        for (size_t i = 0; prefix && i < dense.size(); ++i) prefix = dense[i].is_number_integer() && dense[i] == json(i);
+        if (!prefix) return f.unsupported("mlp_only_layers", "only the first blocks (0, 1, ..., k-1) may be dense");
+        m.first_k_dense = static_cast<int64_t>(dense.size());
       }
       if (c.arch == ModelArch::kQwen2Moe) {
         m.n_shared_experts = 1;
@@ -270,6 +274,143 @@ StatusOr<ModelConfig> load_hf_config(const std::string& dir) {
   const std::string path = (fs::path(dir) / "config.json").string();
   ASSIGN_OR_RETURN(std::string text, read_text(path));
   return model_config_from_hf_json(text, path);
+}
+
+namespace {
+
+const char* hf_architecture(ModelArch arch) {
+  switch (arch) {
+    case ModelArch::kLlama: return "LlamaForCausalLM";
+    case ModelArch::kQwen2: return "Qwen2ForCausalLM";
+    case ModelArch::kQwen3: return "Qwen3ForCausalLM";
+    case ModelArch::kMixtral: return "MixtralForCausalLM";
+    case ModelArch::kQwen2Moe: return "Qwen2MoeForCausalLM";
+    case ModelArch::kQwen3Moe: return "Qwen3MoeForCausalLM";
+    case ModelArch::kGlm4Moe: return "Glm4MoeForCausalLM";
+  }
+  return "?";
+}
+
+}  // namespace
+
+StatusOr<std::string> model_config_to_hf_json(const ModelConfig& c, const std::string& dtype, int64_t bos_id,
+                                              int64_t eos_id) {
+  const std::string type = hf_model_type(c.arch);
+  auto cannot = [&](const std::string& field, const std::string& why) {
+    return absl::InvalidArgumentError(absl::StrCat("model.", field, ": ", why, "; ", type,
+                                                   "'s config.json cannot express it"));
+  };
+  json j;
+  j["architectures"] = {hf_architecture(c.arch)};
+  j["model_type"] = type;
+  j["dtype"] = dtype;
+  j["vocab_size"] = c.vocab_size;
+  j["hidden_size"] = c.d_model;
+  j["num_hidden_layers"] = c.n_layers;
+  j["num_attention_heads"] = c.n_heads;
+  j["num_key_value_heads"] = c.n_kv_heads;
+  j["head_dim"] = c.resolved_head_dim();
+  j["intermediate_size"] = c.ffn_hidden;
+  j["max_position_embeddings"] = c.max_seq_len;
+  j["rms_norm_eps"] = c.norm_eps;
+  j["tie_word_embeddings"] = c.tie_embeddings;
+  j["initializer_range"] = c.init_std;
+  j["hidden_act"] = "silu";
+  j["attention_dropout"] = 0.0;
+  j["use_cache"] = true;
+  j["bos_token_id"] = bos_id >= 0 ? json(bos_id) : json(nullptr);
+  j["eos_token_id"] = eos_id >= 0 ? json(eos_id) : json(nullptr);
+  j["pad_token_id"] = nullptr;
+  j["transformers_version"] = "5.23.0";
+  json rope = {{"rope_theta", c.rope_theta}, {"rope_type", "default"}};
+  if (c.rope_scaling.type == RopeScalingType::kLlama3) {
+    rope["rope_type"] = "llama3";
+    rope["factor"] = c.rope_scaling.factor;
+    rope["low_freq_factor"] = c.rope_scaling.low_freq_factor;
+    rope["high_freq_factor"] = c.rope_scaling.high_freq_factor;
+    rope["original_max_position_embeddings"] = c.rope_scaling.original_max_position_embeddings;
+  }
+  j["rope_parameters"] = rope;
+
+  // Attention: q/k/v biases and q/k norms exist where the architecture has them, and only there.
+  const bool qkv_bias_fixed = c.arch == ModelArch::kQwen2 || c.arch == ModelArch::kQwen2Moe;
+  const bool qk_norm_fixed = c.arch == ModelArch::kQwen3 || c.arch == ModelArch::kQwen3Moe;
+  if (c.arch != ModelArch::kGlm4Moe) {
+    if (c.qkv_bias != qkv_bias_fixed) return cannot("qkv_bias", c.qkv_bias ? "q/k/v biases" : "no q/k/v biases");
+    if (c.qk_norm != qk_norm_fixed) return cannot("qk_norm", c.qk_norm ? "q/k norms" : "no q/k norms");
+    if (!qkv_bias_fixed) j["attention_bias"] = false;
+  } else {
+    j["attention_bias"] = c.qkv_bias;
+    j["use_qk_norm"] = c.qk_norm;
+    j["num_nextn_predict_layers"] = 0;
+  }
+  if (c.arch == ModelArch::kQwen2 || c.arch == ModelArch::kQwen3 || c.arch == ModelArch::kQwen2Moe ||
+      c.arch == ModelArch::kQwen3Moe) {
+    j["use_sliding_window"] = false;
+    j["sliding_window"] = nullptr;
+  }
+
+  const MoeConfig& m = c.moe;
+  if (!is_moe_arch(c.arch)) {
+    if (c.is_moe()) return cannot("moe.n_experts", "experts on a dense architecture");
+    return j.dump(2);
+  }
+  if (!c.is_moe()) return cannot("moe.n_experts", "0 experts on an MoE architecture");
+  j["num_experts_per_tok"] = m.top_k;
+  j["output_router_logits"] = m.aux_loss == AuxLoss::kSwitch;
+  j["router_aux_loss_coef"] = m.aux_loss == AuxLoss::kSwitch ? m.aux_loss_coef : 0.001;
+  const bool sigmoid = m.scoring == RouterScoring::kSigmoid;
+  if (sigmoid != (c.arch == ModelArch::kGlm4Moe)) return cannot("moe.scoring", sigmoid ? "a sigmoid router" : "a softmax router");
+  if (c.arch != ModelArch::kGlm4Moe && (m.n_group != 1 || m.topk_group != 1)) return cannot("moe.n_group", "group-limited routing");
+  if (c.arch != ModelArch::kGlm4Moe && m.routed_scaling_factor != 1.0) {
+    return cannot("moe.routed_scaling_factor", absl::StrCat(m.routed_scaling_factor));
+  }
+  const bool shared_fixed = c.arch == ModelArch::kQwen2Moe;
+  switch (c.arch) {
+    case ModelArch::kMixtral:
+      if (m.expert_ffn_hidden != c.ffn_hidden) {
+        return cannot("moe.expert_ffn_hidden", "an expert width other than ffn_hidden");
+      }
+      if (!m.norm_topk_prob) return cannot("moe.norm_topk_prob", "false");
+      if (m.n_shared_experts > 0 || m.first_k_dense > 0) return cannot("moe.n_shared_experts", "shared experts or dense blocks");
+      j["num_local_experts"] = m.n_experts;
+      break;
+    case ModelArch::kQwen2Moe:
+    case ModelArch::kQwen3Moe: {
+      j["num_experts"] = m.n_experts;
+      j["moe_intermediate_size"] = m.expert_ffn_hidden;
+      j["norm_topk_prob"] = m.norm_topk_prob;
+      j["decoder_sparse_step"] = 1;
+      json dense = json::array();
+      for (int64_t l = 0; l < m.first_k_dense; ++l) dense.push_back(l);
+      j["mlp_only_layers"] = dense;
+      if (shared_fixed) {
+        if (m.n_shared_experts != 1 || !m.shared_expert_gate) return cannot("moe.n_shared_experts", "other than one gated shared expert");
+        j["shared_expert_intermediate_size"] = c.resolved_shared_ffn_hidden();
+      } else if (m.n_shared_experts > 0) {
+        return cannot("moe.n_shared_experts", "shared experts");
+      }
+      break;
+    }
+    case ModelArch::kGlm4Moe:
+      if (m.shared_expert_gate) return cannot("moe.shared_expert_gate", "a gated shared expert");
+      j["n_routed_experts"] = m.n_experts;
+      j["moe_intermediate_size"] = m.expert_ffn_hidden;
+      j["n_shared_experts"] = m.n_shared_experts;
+      j["first_k_dense_replace"] = m.first_k_dense;
+      j["n_group"] = m.n_group;
+      j["topk_group"] = m.topk_group;
+      j["routed_scaling_factor"] = m.routed_scaling_factor;
+      j["norm_topk_prob"] = m.norm_topk_prob;
+      break;
+    default:
+      break;
+  }
+  if (c.arch != ModelArch::kGlm4Moe && c.arch != ModelArch::kQwen2Moe && c.arch != ModelArch::kQwen3Moe &&
+      m.first_k_dense > 0) {
+    return cannot("moe.first_k_dense", "dense blocks before the MoE ones");
+  }
+  return j.dump(2);
 }
 
 std::vector<std::string> hf_tensor_names(const ModelConfig& config, const std::string& internal_name) {
@@ -353,6 +494,10 @@ Status load_hf_weights(Transformer& model, const std::string& dir) {
   for (const ParamRef& p : model.params()) {
     std::vector<std::string> names = hf_tensor_names(config, p.name);
     if (names.empty()) return absl::InternalError(absl::StrCat("no Hugging Face name for parameter ", p.name));
+    if (p.sharded() && names.size() > 1) {  // expert parallelism: this rank's experts only
+      const int64_t held = p.param->value.shape()[0];
+      names = std::vector<std::string>(names.begin() + p.row_begin, names.begin() + p.row_begin + held);
+    }
     const int64_t per = p.param->value.numel() / static_cast<int64_t>(names.size());
     for (size_t i = 0; i < names.size(); ++i) {
       const std::string& name = names[i];
@@ -375,8 +520,11 @@ Status load_hf_weights(Transformer& model, const std::string& dir) {
     }
   }
   // A tensor nobody asked for means the name map or the config is wrong: refuse rather than
-  // silently train a different model. Stage-local loads skip this (other stages own the rest).
-  if (model.whole()) {
+  // silently train a different model. Stage-local and expert-sharded loads skip this (other
+  // ranks own the rest).
+  bool all_experts = true;
+  for (const ParamRef& p : model.params()) all_experts = all_experts && !p.sharded();
+  if (model.whole() && all_experts) {
     std::vector<std::string> unknown;
     for (const auto& [name, file] : file_of) {
       if (used.count(name) || name.find("rotary_emb.inv_freq") != std::string::npos) continue;

@@ -28,10 +28,19 @@ StatusOr<ModelConfig> model_config_from_hf_json(const std::string& json_text, co
 // Reads DIR/config.json.
 StatusOr<ModelConfig> load_hf_config(const std::string& dir);
 
+// The config.json of `c` in its architecture's transformers format (the fields
+// model_config_from_hf_json reads, plus architectures, dtype and the token ids), such that
+// model_config_from_hf_json gives `c` back. What the architecture's config cannot express (a
+// sigmoid router on qwen3_moe, say) is an error naming the ModelConfig field. dtype:
+// "float32" or "bfloat16"; token ids < 0 are written as null.
+StatusOr<std::string> model_config_to_hf_json(const ModelConfig& c, const std::string& dtype, int64_t bos_id,
+                                              int64_t eos_id);
+
 // On-disk names for one internal parameter: one name, or n_experts names for stacked experts.
 std::vector<std::string> hf_tensor_names(const ModelConfig& config, const std::string& internal_name);
 
-// Loads every parameter `model` holds (only its stage's) from the safetensors files of DIR
+// Loads every parameter `model` holds (only its stage's, and under expert parallelism only its
+// experts: each rank reads just the tensors it owns) from the safetensors files of DIR
 // (model.safetensors, or the shards listed in model.safetensors.index.json), converting to fp32.
 // Missing tensors, shape mismatches and unexpected tensors are errors naming them.
 Status load_hf_weights(Transformer& model, const std::string& dir);

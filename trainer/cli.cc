@@ -16,6 +16,7 @@
 #include "trainer/data_cmd.h"
 #include "trainer/eval_cmd.h"
 #include "trainer/generate_cmd.h"
+#include "trainer/hf_export.h"
 #include "trainer/plan.h"
 #include "trainer/train.h"
 
@@ -27,13 +28,6 @@ constexpr const char* kVersion = "0.1.0";
 const std::vector<std::string>& command_names() {
   static const std::vector<std::string> names = {"train", "plan", "generate", "eval", "export", "data", "config"};
   return names;
-}
-
-// A subcommand whose machinery is not in this build yet: say so, name the issue, exit 3.
-int not_landed(const std::string& what, const std::string& issue) {
-  std::fprintf(stderr, "strata %s: not available yet: it lands with the %s issue; nothing was run.\n",
-               what.c_str(), issue.c_str());
-  return kExitNotLanded;
 }
 
 // Loads and validates a config, printing each problem on its own line.
@@ -54,6 +48,7 @@ struct Args {
   int world_size = 1;
   std::string checkpoint, out, dtype = "bf16", output_file;
   bool force = false;
+  double shard_mb = 5000;
 };
 
 void add_config_args(CLI::App* cmd, Args* a) {
@@ -114,10 +109,12 @@ int run_cli(int argc, char** argv) {
   eval->add_option("--seed", ev.seed, "sampling seed")->check(CLI::NonNegativeNumber);
 
   auto* exp = app.add_subcommand("export", "write a checkpoint in Hugging Face format");
-  exp->add_option("checkpoint", a.checkpoint, "checkpoint directory")->required();
-  exp->add_option("--out", a.out, "output directory")->required();
+  exp->add_option("checkpoint", a.checkpoint, "run dir, checkpoint root (its latest) or step directory")->required();
+  exp->add_option("--out", a.out, "the Hugging Face model directory to write")->required();
   exp->add_option("--dtype", a.dtype, "bf16 | fp32")->check(CLI::IsMember({"bf16", "fp32"}));
   exp->add_flag("--force", a.force, "replace an existing output directory");
+  exp->add_option("--shard-mb", a.shard_mb, "largest safetensors shard, MB (transformers' default: 5000)")
+      ->check(CLI::PositiveNumber);
 
   auto* data = app.add_subcommand("data", "prepare datasets: tokenize files, generate synthetic tasks");
   data->require_subcommand(1);
@@ -205,7 +202,25 @@ int run_cli(int argc, char** argv) {
   }
   if (*generate) return run_generate(g);
   if (*eval) return run_eval_command(ev);
-  if (*exp) return not_landed("export", "Hugging Face interop (#10)");
+  if (*exp) {
+    ExportOptions o;
+    o.out = a.out;
+    o.bf16 = a.dtype == "bf16";
+    o.force = a.force;
+    o.max_shard_bytes = static_cast<int64_t>(a.shard_mb * 1e6);
+    StatusOr<ExportResult> r = export_hf(a.checkpoint, o);
+    if (!r.ok()) {
+      std::fprintf(stderr, "strata export: %s\n", std::string(r.status().message()).c_str());
+      const absl::StatusCode code = r.status().code();
+      return code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kNotFound ||
+                     code == absl::StatusCode::kAlreadyExists
+                 ? kExitUsage
+                 : kExitFailure;
+    }
+    std::printf("%s: %ld tensors, %ld shard%s, %.2f MB (%s)\n", a.out.c_str(), static_cast<long>(r->tensors),
+                static_cast<long>(r->shards), r->shards == 1 ? "" : "s", r->bytes / 1e6, a.dtype.c_str());
+    return kExitOk;
+  }
   if (*tokenize) return run_data_tokenize(dt);
   if (*gen) return run_data_gen(dg);
   if (*check) {

@@ -271,12 +271,6 @@ Status init_model_weights(Transformer& model, const ModelConfig& config, uint64_
   model.init(seed);
   const std::string& from = config.init_from;
   if (from.rfind("hf:", 0) == 0) {
-    for (const ParamRef& p : model.params())
-      if (p.sharded()) {
-        return absl::UnimplementedError(
-            "model.init_from hf: with parallel.ep > 1: importing into a sharded layout lands with issue #10; "
-            "export the Hugging Face model to a Strata checkpoint in one process and use ckpt:");
-      }
     RETURN_IF_ERROR(load_hf_weights(model, from.substr(3)));
   } else if (from.rfind("ckpt:", 0) == 0) {
     std::string target = from.substr(5);

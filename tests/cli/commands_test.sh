@@ -95,7 +95,7 @@ expect "launch.sh one BLAS thread per rank" 0 "OPENBLAS_NUM_THREADS=1 " \
 expect "launch.sh needs -n" 2 "launch: -n RANKS is required" env STRATA="$STRATA" scripts/launch.sh -- train x
 expect "launch.sh bad hostfile" 2 "launch: --hostfile nope.txt: cannot read it" \
   env STRATA="$STRATA" scripts/launch.sh -n 2 --hostfile nope.txt -- train x
-expect "export not landed" 3 "not available yet" "$STRATA" export ckpt --out x
+expect "export without a checkpoint" 2 "^strata export: .*nope" "$STRATA" export nope --out "$tmp/x"
 expect "train --dry-run" 0 "^train:" "$STRATA" train configs/tiny_moe_sft.yaml --dry-run --set optim.lr=0.01
 expect "generate without a checkpoint" 2 "nope" "$STRATA" generate nope --prompt-ids 1
 expect "generate text prompt needs a tokenizer" 2 "has no tokenizer.json" "$STRATA" generate hf:tests/golden/models/llama --prompt hi
