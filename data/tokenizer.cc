@@ -1,6 +1,10 @@
 // The character tokenizer and load_tokenizer (tokenizer.h); byte-level BPE is bpe_tokenizer.cc.
 #include "data/tokenizer.h"
 
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
 #include "data/bpe_tokenizer.h"
 
 namespace strata {
@@ -52,8 +56,38 @@ class CharTokenizer final : public Tokenizer {
 
 std::unique_ptr<Tokenizer> make_char_tokenizer() { return std::make_unique<CharTokenizer>(); }
 
+namespace {
+
+// A tokenizer.json that is the char tokenizer written out (strata export): a BPE without merges
+// whose vocabulary is exactly the 128 ASCII bytes, in GPT-2's byte-level alphabet, at their codes.
+bool is_exported_char_tokenizer(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return false;
+  const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.contains("model") || !j["model"].is_object()) return false;
+  const nlohmann::json& m = j["model"];
+  if (m.value("type", "") != "BPE" || !m.contains("vocab") || !m["vocab"].is_object() || m["vocab"].size() != 128 ||
+      !m.contains("merges") || !m["merges"].is_array() || !m["merges"].empty()) {
+    return false;
+  }
+  for (int b = 0; b < 128; ++b) {
+    const int cp = (b >= 33 && b <= 126) ? b : (b == 127 ? 256 + 33 : 256 + b);
+    std::string c;
+    if (cp < 0x80) {
+      c += static_cast<char>(cp);
+    } else {
+      c += static_cast<char>(0xC0 | (cp >> 6));
+      c += static_cast<char>(0x80 | (cp & 0x3F));
+    }
+    if (!m["vocab"].contains(c) || m["vocab"][c] != b) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 StatusOr<std::unique_ptr<Tokenizer>> load_tokenizer(const std::string& spec) {
-  if (spec == "char") return make_char_tokenizer();
+  if (spec == "char" || is_exported_char_tokenizer(spec)) return make_char_tokenizer();
   return load_bpe_tokenizer(spec);
 }
 

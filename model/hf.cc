@@ -330,6 +330,8 @@ StatusOr<std::string> model_config_to_hf_json(const ModelConfig& c, const std::s
     rope["high_freq_factor"] = c.rope_scaling.high_freq_factor;
     rope["original_max_position_embeddings"] = c.rope_scaling.original_max_position_embeddings;
   }
+  // GLM-4 rotates half of each head unless told otherwise: say "all of it" explicitly.
+  if (c.arch == ModelArch::kGlm4Moe) rope["partial_rotary_factor"] = 1.0;
   j["rope_parameters"] = rope;
 
   // Attention: q/k/v biases and q/k norms exist where the architecture has them, and only there.
@@ -377,7 +379,8 @@ StatusOr<std::string> model_config_to_hf_json(const ModelConfig& c, const std::s
       break;
     case ModelArch::kQwen2Moe:
     case ModelArch::kQwen3Moe: {
-      j["num_experts"] = m.n_experts;
+      // transformers 5 names qwen3_moe's expert count num_local_experts, qwen2_moe's num_experts.
+      j[c.arch == ModelArch::kQwen3Moe ? "num_local_experts" : "num_experts"] = m.n_experts;
       j["moe_intermediate_size"] = m.expert_ffn_hidden;
       j["norm_topk_prob"] = m.norm_topk_prob;
       j["decoder_sparse_step"] = 1;

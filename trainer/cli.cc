@@ -94,6 +94,7 @@ int run_cli(int argc, char** argv) {
   generate->add_option("--n", g.samples, "samples of the prompt (decoded as one batch)")->check(CLI::PositiveNumber);
   generate->add_option("--seed", g.seed, "sampling seed")->check(CLI::NonNegativeNumber);
   generate->add_option("--eos-id", g.eos_id, "token id that ends a sample (default: the tokenizer's EOS; -1 = none)");
+  generate->add_option("--logits-out", g.logits_out, "also write the prompt's logits at every position as JSON");
 
   EvalArgs ev;
   auto* eval = app.add_subcommand("eval", "score a checkpoint on held-out problems of a verifiable task");

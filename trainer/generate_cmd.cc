@@ -1,8 +1,11 @@
 #include "trainer/generate_cmd.h"
 
 #include <cstdio>
+#include <fstream>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
@@ -59,6 +62,25 @@ int run_generate(const GenerateArgs& args) {
     std::fprintf(stderr, "strata generate: prompt (%zu tokens) + --max-new-tokens (%ld) exceeds the model's %ld positions\n",
                  prompt.size(), static_cast<long>(max_new), static_cast<long>(config.max_seq_len));
     return kExitUsage;
+  }
+  if (!args.logits_out.empty()) {
+    Batch b;
+    b.B = 1;
+    b.T = static_cast<int64_t>(prompt.size());
+    b.tokens = prompt;
+    b.finalize(config.vocab_size);
+    const Tensor logits = lm->model->logits(b);
+    nlohmann::json j = {{"ids", prompt}, {"logits", nlohmann::json::array()}};
+    for (int64_t t = 0; t < b.T; ++t) {
+      const float* row = logits.f32() + t * config.vocab_size;
+      j["logits"].push_back(std::vector<float>(row, row + config.vocab_size));
+    }
+    std::ofstream out(args.logits_out);
+    out << j.dump() << "\n";
+    if (!out.good()) {
+      std::fprintf(stderr, "strata generate: --logits-out %s: cannot write\n", args.logits_out.c_str());
+      return kExitFailure;
+    }
   }
   SamplingParams sp;
   sp.max_new_tokens = max_new;

@@ -21,9 +21,12 @@ struct GenerateArgs {
   int64_t seed = 1234;
   int64_t eos_id = -2;     // -2 = the tokenizer's EOS; -1 = none
   bool r1_template = false; // wrap --prompt in the R1 template (default: as the run trained)
+  std::string logits_out;   // write the prompt's logits at every position as JSON (interop checks)
 };
 
-// Returns the process exit code (cli.h's kExit*); prints one line of token ids per sample.
+// Returns the process exit code (cli.h's kExit*); prints one line of token ids per sample. With
+// logits_out, first writes {"ids": [...], "logits": [[V floats] per prompt position]} from one
+// forward over the prompt (what scripts/check_hf_export.py compares with transformers).
 int run_generate(const GenerateArgs& args);
 
 }  // namespace strata

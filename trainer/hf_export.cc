@@ -211,32 +211,51 @@ StatusOr<ExportResult> export_hf(const std::string& checkpoint, const ExportOpti
   return r;
 }
 
+std::string byte_level_char(int b) {
+  // GPT-2's byte-to-unicode alphabet, for the ASCII bytes: printable ones stand for themselves,
+  // 0..32 become U+0100..U+0120 and DEL U+0121.
+  const int cp = (b >= 33 && b <= 126) ? b : (b == 127 ? 256 + 33 : 256 + b);
+  std::string out;
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else {
+    out += static_cast<char>(0xC0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+  return out;
+}
+
 std::string char_tokenizer_json() {
+  // A byte-level BPE without merges: every ASCII byte is its own token, id = its code. Any
+  // transformers tokenizer class that rebuilds a byte-level BPE from vocab + merges (Qwen2's
+  // does) gets the same ids.
   json vocab = json::object();
-  for (int i = 0; i < 128; ++i) vocab[std::string(1, static_cast<char>(i))] = i;
+  for (int i = 0; i < 128; ++i) vocab[byte_level_char(i)] = i;
   auto special = [](int id) {
-    return json{{"id", id},         {"content", std::string(1, static_cast<char>(id))},
+    return json{{"id", id},         {"content", byte_level_char(id)},
                 {"single_word", false}, {"lstrip", false},
                 {"rstrip", false},  {"normalized", false},
                 {"special", true}};
   };
+  const json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", true}};
   json j = {{"version", "1.0"},
             {"truncation", nullptr},
             {"padding", nullptr},
             {"added_tokens", {special(0), special(4)}},
             {"normalizer", nullptr},
-            // One token per character (any character, newlines included).
-            {"pre_tokenizer", {{"type", "Split"}, {"pattern", {{"Regex", "[\\s\\S]"}}}, {"behavior", "Isolated"}, {"invert", false}}},
+            {"pre_tokenizer", byte_level},
             {"post_processor", nullptr},
-            {"decoder", {{"type", "Fuse"}}},
-            {"model", {{"type", "WordLevel"}, {"vocab", vocab}, {"unk_token", "?"}}}};
+            {"decoder", byte_level},
+            {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", nullptr},
+                       {"end_of_word_suffix", nullptr}, {"fuse_unk", false}, {"byte_fallback", false},
+                       {"ignore_merges", false}, {"vocab", vocab}, {"merges", json::array()}}}};
   return j.dump(2) + "\n";
 }
 
 std::string char_tokenizer_config_json(int64_t model_max_length) {
   json j = {{"tokenizer_class", "PreTrainedTokenizerFast"},
-            {"eos_token", std::string(1, '\x04')},
-            {"pad_token", std::string(1, '\0')},
+            {"eos_token", byte_level_char(4)},
+            {"pad_token", byte_level_char(0)},
             {"model_max_length", model_max_length},
             {"clean_up_tokenization_spaces", false}};
   return j.dump(2) + "\n";

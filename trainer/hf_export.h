@@ -7,7 +7,7 @@
 //   model-0000N-of-0000M.safetensors     transformers' tensor names, experts unstacked
 //   model.safetensors.index.json         weight_map and total_size
 //   tokenizer.json (+ tokenizer_config.json)  the run's tokenizer (the char tokenizer as a
-//                                        WordLevel model over its 128 ASCII ids)
+//                                        byte-level BPE without merges over its 128 ASCII ids)
 //
 // It streams: tensors are read from the checkpoint one at a time (one expert of a stacked
 // tensor at a time) and written straight into their shard, so the memory it holds is one tensor
@@ -40,8 +40,8 @@ struct ExportResult {
 // checkpoint: a run directory, a checkpoint root (its latest step) or a step directory.
 StatusOr<ExportResult> export_hf(const std::string& checkpoint, const ExportOptions& options);
 
-// The char tokenizer as a Hugging Face tokenizer.json (WordLevel over ids 0..127, one token per
-// character, PAD 0 and EOS 4 special) and its tokenizer_config.json.
+// The char tokenizer as a Hugging Face tokenizer.json (a byte-level BPE without merges over ids
+// 0..127, one token per ASCII character, PAD 0 and EOS 4 special) and its tokenizer_config.json.
 std::string char_tokenizer_json();
 std::string char_tokenizer_config_json(int64_t model_max_length);
 

@@ -18,6 +18,7 @@
 
 #include "core/dtype.h"
 #include "core/safetensors.h"
+#include "data/tokenizer.h"
 #include "model/hf.h"
 #include "trainer/checkpoint.h"
 #include "trainer/config_yaml.h"
@@ -189,11 +190,20 @@ TEST(HfConfig, WhatAnArchitectureCannotExpressIsRefusedByName) {
 
 TEST(HfTokenizer, CharTokenizerJsonHasEveryAsciiCharacter) {
   auto j = nlohmann::json::parse(char_tokenizer_json());
-  EXPECT_EQ(j["model"]["type"], "WordLevel");
+  EXPECT_EQ(j["model"]["type"], "BPE");
   EXPECT_EQ(j["model"]["vocab"].size(), 128u);
   EXPECT_EQ(j["model"]["vocab"]["a"], 97);
-  EXPECT_EQ(j["model"]["vocab"]["\n"], 10);
+  EXPECT_EQ(j["model"]["vocab"]["\u010a"], 10);  // newline in GPT-2's byte alphabet (U+010A)
+  EXPECT_EQ(j["model"]["vocab"]["\u0120"], 32);  // space (U+0120)
   EXPECT_EQ(j["added_tokens"][1]["id"], 4);
+  // Strata reads it back as the char tokenizer.
+  const fs::path dir = fs::temp_directory_path() / ("strata_chartok_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::ofstream(dir / "tokenizer.json") << char_tokenizer_json();
+  auto tok = load_tokenizer((dir / "tokenizer.json").string());
+  fs::remove_all(dir);
+  ASSERT_TRUE(tok.ok()) << tok.status().message();
+  EXPECT_EQ((*tok)->name(), "char");
 }
 
 }  // namespace
