@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config git python3
+  python3-venv                        # scripts/test.sh --interop: the pinned torch / transformers
   openmpi-bin libopenmpi-dev          # MPI: the launcher and the communicator backend
   libyaml-cpp-dev                     # experiment configs
   libabsl-dev                         # Status / StatusOr, strings
