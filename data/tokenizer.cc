@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data/bpe_tokenizer.h"
+#include "data/unicode_text.h"
 
 namespace strata {
 namespace {
@@ -71,14 +72,7 @@ bool is_exported_char_tokenizer(const std::string& path) {
     return false;
   }
   for (int b = 0; b < 128; ++b) {
-    const int cp = (b >= 33 && b <= 126) ? b : (b == 127 ? 256 + 33 : 256 + b);
-    std::string c;
-    if (cp < 0x80) {
-      c += static_cast<char>(cp);
-    } else {
-      c += static_cast<char>(0xC0 | (cp >> 6));
-      c += static_cast<char>(0x80 | (cp & 0x3F));
-    }
+    const std::string c = byte_level_encode(std::string(1, static_cast<char>(b)));
     if (!m["vocab"].contains(c) || m["vocab"][c] != b) return false;
   }
   return true;

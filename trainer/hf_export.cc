@@ -15,6 +15,7 @@
 #include "core/dtype.h"
 #include "core/safetensors.h"
 #include "data/tokenizer.h"
+#include "data/unicode_text.h"
 #include "model/hf.h"
 #include "trainer/checkpoint.h"
 #include "trainer/config_yaml.h"
@@ -211,19 +212,8 @@ StatusOr<ExportResult> export_hf(const std::string& checkpoint, const ExportOpti
   return r;
 }
 
-std::string byte_level_char(int b) {
-  // GPT-2's byte-to-unicode alphabet, for the ASCII bytes: printable ones stand for themselves,
-  // 0..32 become U+0100..U+0120 and DEL U+0121.
-  const int cp = (b >= 33 && b <= 126) ? b : (b == 127 ? 256 + 33 : 256 + b);
-  std::string out;
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-  return out;
-}
+// GPT-2's byte-level alphabet character of an ASCII byte (data/unicode_text.h).
+std::string byte_level_char(int b) { return byte_level_encode(std::string(1, static_cast<char>(b))); }
 
 std::string char_tokenizer_json() {
   // A byte-level BPE without merges: every ASCII byte is its own token, id = its code. Any
