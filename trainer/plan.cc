@@ -408,28 +408,44 @@ StatusOr<TrainingPlan> make_training_plan(const ExperimentConfig& config, int64_
   p.model = absl::StrFormat("%s, %d blocks (%d MoE), %.2fM parameters", hf_model_type(m.arch), m.n_layers,
                             moe_blocks, p.model_params / 1e6);
 
+  // Pipeline parallelism: each stage holds its blocks (and the embedding / head); the figures below
+  // are those of the stage that holds the most. The schedule is data: printed, validated, with its
+  // simulated bubble at unit costs.
+  std::vector<PlannedParam> local = plan_parameters(m, p.ep);
+  int64_t local_moe_blocks = moe_blocks, pipe_sends = 0;
   if (p.pp > 1) {
-    p.not_modelled = "per-rank activation memory and communication are not modelled for pp > 1 yet; the stages' "
-                     "parameters are";
-    // The schedule itself is data: print it, validated, with its simulated bubble at unit costs.
     ASSIGN_OR_RETURN(const PipelinePlan pipe, make_pipeline_plan(config, p.dp));
     std::string stages;
-    const std::vector<PlannedParam> local = plan_parameters(m, p.ep);
+    int64_t most = -1;
+    std::vector<PlannedParam> biggest;
     for (int r = 0; r < pipe.p; ++r) {
       const StageSpec spec = pipe.stage(r);
-      int64_t n = 0;
+      std::vector<PlannedParam> mine;
+      int64_t n = 0, stage_moe = 0;
+      for (const BlockRange& c : spec.chunks)
+        for (int64_t l = c.first; l < c.last; ++l) stage_moe += m.is_moe_block(l);
       for (const PlannedParam& q : local) {
         int64_t layer = -1;
-        const bool in_block = std::sscanf(q.name.c_str(), "layers.%ld.", &layer) == 1;
-        bool mine = false;
-        if (in_block) {
-          for (const BlockRange& c : spec.chunks) mine = mine || (c.first <= layer && layer < c.last);
+        bool held = false;
+        if (std::sscanf(q.name.c_str(), "layers.%ld.", &layer) == 1) {
+          for (const BlockRange& c : spec.chunks) held = held || (c.first <= layer && layer < c.last);
         } else {
-          mine = (q.name == "embed" && (spec.has_embedding || (spec.has_head && m.tie_embeddings))) ||
+          held = (q.name == "embed" && (spec.has_embedding || (spec.has_head && m.tie_embeddings))) ||
                  ((q.name == "final_norm" || q.name == "head") && spec.has_head);
         }
-        if (mine) n += q.numel;
+        if (!held) continue;
+        mine.push_back(q);
+        n += q.numel;
       }
+      if (n > most) {
+        most = n;
+        biggest = mine;
+        local_moe_blocks = stage_moe;
+        p.memory_stage = r;
+      }
+      int64_t sends = 0;
+      for (const PipeOp& op : pipe.schedule.ranks[static_cast<size_t>(r)]) sends += op.kind == PipeOpKind::kSend;
+      pipe_sends = std::max(pipe_sends, sends);
       std::string blocks;
       for (const BlockRange& c : spec.chunks) absl::StrAppend(&blocks, blocks.empty() ? "" : " ", "[", c.first, ",", c.last, ")");
       absl::StrAppend(&stages, absl::StrFormat("  stage %d: blocks %s%s%s, %.2fM parameters per rank\n", r, blocks,
@@ -437,15 +453,14 @@ StatusOr<TrainingPlan> make_training_plan(const ExperimentConfig& config, int64_
                                                spec.has_head ? (m.tie_embeddings && r > 0 ? " + head (tied copy)" : " + head") : "",
                                                n / 1e6));
     }
+    local = biggest;
     p.schedule = absl::StrCat("stages       ", pipe.balanced ? "balanced by training FLOPs" : "parallel.pipeline.layout", "\n",
                               stages, "schedule     ", schedule_name(pipe.kind), ", ", pipe.m,
                               " micro-batches per pipeline (unit costs F = B = W = 1; bubble formula ",
                               schedule_bubble_formula(pipe.kind, pipe.p, pipe.v, 1, 1, 1), ")\n",
                               format_schedule(pipe.schedule, 1, 1, 1, 0.5));
-    return p;
   }
   // Expert parallelism: this rank's experts, and the dense / expert split of its gradients.
-  const std::vector<PlannedParam> local = plan_parameters(m, p.ep);
   std::vector<int64_t> dense_reversed, expert_reversed;  // bucket fill order: backward's, last first
   int64_t local_params = 0, local_trained = 0;
   for (const PlannedParam& q : local) {
@@ -505,7 +520,12 @@ StatusOr<TrainingPlan> make_training_plan(const ExperimentConfig& config, int64_
   }
 
   // Activations: this rank's micro-batches of every step.
-  if (grpo) {
+  if (p.pp > 1) {
+    p.activations_modelled = false;
+    p.notes.push_back("pp > 1: activation memory is not modelled yet: a stage holds the micro-batches its schedule "
+                      "keeps alive at once (\"activations held at most\" under the timeline), its blocks' share each, "
+                      "plus the messages in flight; the figures are the persistent tensors of the largest stage");
+  } else if (grpo) {
     p.activations_modelled = false;
     p.notes.push_back("train.mode grpo: rollouts, KV caches and policy-update activations vary with completion "
                       "lengths and are not modelled; figures are the persistent tensors only");
@@ -528,6 +548,12 @@ StatusOr<TrainingPlan> make_training_plan(const ExperimentConfig& config, int64_
   mem.total = mem.allocator_peak + mem.activations_host + mem.lowp_weights;
 
   // Communication (ring collectives), per rank per step.
+  if (p.pp > 1 && !grpo) {
+    // Every send of the schedule carries one micro-batch's hidden state or its gradient (the
+    // busiest rank's sends).
+    p.comm.push_back({"pipeline messages",
+                      pipe_sends * mbs * config.data.seq_len * m.d_model * kF});
+  }
   if (buckets) {
     const double share = static_cast<double>(p.dp - 1) / static_cast<double>(p.dp);
     int64_t padded = 0;
@@ -550,7 +576,7 @@ StatusOr<TrainingPlan> make_training_plan(const ExperimentConfig& config, int64_
       // Per MoE block and micro-batch: dispatch and combine forward, both again backward, each
       // sending the slots bound for other ranks: (ep - 1) / ep of N*K rows under balanced routing.
       const double rows = static_cast<double>(mbs * config.data.seq_len * m.moe.top_k) * (p.ep - 1) / p.ep;
-      const double per_step = 4.0 * rows * m.d_model * kF * moe_blocks * static_cast<double>(G / mbs / p.dp);
+      const double per_step = 4.0 * rows * m.d_model * kF * local_moe_blocks * static_cast<double>(G / mbs / p.dp);
       p.comm.push_back({"MoE all-to-all (balanced routing)", static_cast<int64_t>(std::llround(per_step))});
     }
     int64_t fp8_gemms = 0;
@@ -562,11 +588,11 @@ StatusOr<TrainingPlan> make_training_plan(const ExperimentConfig& config, int64_
       const int64_t scalars = 8 * (3 + m.moe.n_experts * moe_blocks) + 16 + 12 * fp8_gemms;
       p.comm.push_back({"scalar all-reduces", ring(2, scalars)});
     }
-    for (const CommItem& c : p.comm) p.comm_bytes += c.bytes;
   }
+  for (const CommItem& c : p.comm) p.comm_bytes += c.bytes;
 
   // Assumptions.
-  if (!grpo) {
+  if (p.activations_modelled) {
     p.notes.push_back(absl::StrCat("a micro-batch is ", p.rows, " x ", p.seq_len, " tokens (data.micro_batch_size x "
                                    "data.seq_len); one micro-batch's activations are alive at a time"));
   }
@@ -607,11 +633,7 @@ std::string format_training_plan(const TrainingPlan& p) {
   absl::StrAppend(&s, "layout       ", p.layout, p.zero >= 1 ? ", ZeRO-1" : "", "\n");
   absl::StrAppend(&s, "model        ", p.model, absl::StrFormat(" (%.2fM trained)\n", p.trained_params / 1e6));
   if (!p.refused.empty()) absl::StrAppend(&s, "refused      strata train refuses this config today: ", p.refused, "\n");
-  if (!p.not_modelled.empty()) {
-    absl::StrAppend(&s, "not modelled ", p.not_modelled, "\n");
-    absl::StrAppend(&s, p.schedule);
-    return s;
-  }
+  absl::StrAppend(&s, p.schedule);
   if (p.activations_modelled) {
     absl::StrAppend(&s, absl::StrFormat("batch        micro-batch %d x %d tokens, %d per rank per step\n", p.rows,
                                         p.seq_len, p.micro_batches_per_rank));
@@ -623,7 +645,10 @@ std::string format_training_plan(const TrainingPlan& p) {
                                         p.bucket_elements.size(), p.bucket_elements.size() == 1 ? "" : "s", padded));
   }
   const MemoryPlan& m = p.memory;
-  absl::StrAppend(&s, "\nmemory per rank", p.dp > 1 ? absl::StrCat(" (dp rank ", p.memory_rank, ", the largest)") : "",
+  std::string which;
+  if (p.pp > 1) absl::StrAppend(&which, "stage ", p.memory_stage);
+  if (p.dp > 1) absl::StrAppend(&which, which.empty() ? "" : ", ", "dp rank ", p.memory_rank);
+  absl::StrAppend(&s, "\nmemory per rank", which.empty() ? "" : absl::StrCat(" (", which, ", the largest)"),
                   ", MB = 1e6 bytes\n");
   auto row = [&](const char* what, int64_t bytes, const std::string& why) {
     absl::StrAppend(&s, absl::StrFormat("  %-18s %s", what, mb(bytes)), why.empty() ? "" : "   ", why, "\n");
@@ -651,7 +676,7 @@ std::string format_training_plan(const TrainingPlan& p) {
       absl::StrAppend(&s, absl::StrFormat("  %-24s %s\n", c.what, format_bytes(c.bytes)));
     absl::StrAppend(&s, absl::StrFormat("  %-24s %s\n", "total", format_bytes(p.comm_bytes)));
   } else {
-    absl::StrAppend(&s, "\ncommunication per rank per step: none (a single data-parallel rank)\n");
+    absl::StrAppend(&s, "\ncommunication per rank per step: none (a single rank)\n");
   }
   if (!p.notes.empty()) {
     absl::StrAppend(&s, "\nnotes\n");

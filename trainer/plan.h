@@ -77,8 +77,7 @@ struct TrainingPlan {
   int64_t world = 1, dp = 1, pp = 1, ep = 1;
   int64_t zero = 0;          // the ZeRO stage that runs: parallel.zero when dp > 1, else 0
   std::string refused;       // why `strata train` refuses this config today ("" = it trains)
-  std::string not_modelled;  // why the per-rank figures are absent ("" = they are below)
-  std::string schedule;      // pp > 1: the pipeline schedule's ops, timeline and bubble (parallel/schedule.h)
+  std::string schedule;      // pp > 1: the stages, the schedule's ops, timeline and bubble (parallel/schedule.h)
   std::string model;         // "qwen3_moe, 4 blocks (4 MoE), 1.87M parameters"
   int64_t model_params = 0, trained_params = 0;
   int64_t rows = 0, seq_len = 0;         // one micro-batch
@@ -87,6 +86,7 @@ struct TrainingPlan {
   bool activations_modelled = true;      // false for train.mode grpo
   MemoryPlan memory;                     // the rank that needs the most
   int64_t memory_rank = 0;               // its dp rank (ZeRO-1 shards differ by rank)
+  int64_t memory_stage = 0;              // pp > 1: its pipeline stage
   std::vector<CommItem> comm;            // per rank per step; empty for dp 1
   int64_t comm_bytes = 0;
   std::vector<std::string> notes;        // assumptions behind the figures

@@ -227,16 +227,23 @@ TEST(PlanErrors, LayoutAndBatchSplitAreRefusedByName) {
   EXPECT_THAT(std::string(p.status().message()), HasSubstr("data.global_batch_size"));
 }
 
-// pp = 2: each stage's blocks and parameters, and the schedule; per-rank activation memory is not
-// modelled for pipelines yet and the plan says so.
+// pp = 2: each stage's blocks and parameters, the schedule, the persistent memory of the largest
+// stage (half the blocks: fewer parameters than one process holds) and the pipeline's messages;
+// activation memory is not modelled for pipelines yet and the plan says so.
 TEST(PlanLayouts, PipelinePrintsStagesAndSchedule) {
+  auto one = make_training_plan(load("tiny_dense.yaml", {"parallel.dp=1"}), 1);
   auto p = make_training_plan(load("tiny_dense.yaml", {"parallel.pp=2", "parallel.dp=1"}), 2);
-  ASSERT_TRUE(p.ok()) << p.status().message();
-  EXPECT_THAT(p->not_modelled, HasSubstr("activation memory"));
+  ASSERT_TRUE(p.ok() && one.ok()) << p.status().message();
   EXPECT_TRUE(p->refused.empty()) << p->refused;
-  EXPECT_GT(p->model_params, 0);
+  EXPECT_FALSE(p->activations_modelled);
+  EXPECT_GT(p->memory.parameters, 0);
+  EXPECT_LT(p->memory.parameters, one->memory.parameters);
+  ASSERT_EQ(p->comm.size(), 1u);
+  EXPECT_EQ(p->comm[0].what, "pipeline messages");
+  // 1F1B, m = 2: every rank sends 2 messages of one micro-batch's hidden state (4 x 64 x 64 fp32).
+  EXPECT_EQ(p->comm[0].bytes, 2 * 4 * 64 * 64 * 4);
   const std::string text = format_training_plan(*p);
-  EXPECT_THAT(text, HasSubstr("not modelled"));
+  EXPECT_THAT(text, HasSubstr("activations        not modelled"));
   EXPECT_THAT(text, HasSubstr("stage 0: blocks [0,1) + embedding"));
   EXPECT_THAT(text, HasSubstr("stage 1: blocks [1,2) + head"));
   // The schedule is data already: its ops, timeline and simulated bubble (1F1B, p 2, m 2).
