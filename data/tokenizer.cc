@@ -1,6 +1,7 @@
 // The character tokenizer and load_tokenizer (tokenizer.h); byte-level BPE is bpe_tokenizer.cc.
 #include "data/tokenizer.h"
 
+#include <filesystem>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -62,9 +63,16 @@ namespace {
 // A tokenizer.json that is the char tokenizer written out (strata export): a BPE without merges
 // whose vocabulary is exactly the 128 ASCII bytes, in GPT-2's byte-level alphabet, at their codes.
 bool is_exported_char_tokenizer(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return false;  // a folder is the BPE loader's
   std::ifstream in(path);
   if (!in) return false;
-  const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  } catch (const std::exception&) {
+    return false;  // unreadable: the BPE loader reports it
+  }
   if (j.is_discarded() || !j.contains("model") || !j["model"].is_object()) return false;
   const nlohmann::json& m = j["model"];
   if (m.value("type", "") != "BPE" || !m.contains("vocab") || !m["vocab"].is_object() || m["vocab"].size() != 128 ||
