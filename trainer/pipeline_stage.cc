@@ -5,6 +5,7 @@
 #include "core/timer.h"
 #include "kernels/ops.h"
 #include "model/flops.h"
+#include "trainer/run_common.h"
 
 namespace strata {
 
@@ -160,14 +161,7 @@ void ModelStage::forward(int micro, int chunk, const float* input, float* output
   loss += model_.forward(*mb.batch, acts, denominator_, input, output, mb.aux_weight, chunk);
   loss_sum += acts.loss_sum;
   aux += acts.aux_loss;
-  if (mb.counted) {
-    for (const MoeStats& s : model_.moe_stats(acts))
-      for (MoeStats& l : loads)
-        if (l.block == s.block) {
-          for (size_t e = 0; e < s.load.size(); ++e) l.load[e] += s.load[e];
-          l.dropped += s.dropped;
-        }
-  }
+  if (mb.counted) add_moe_stats(loads, model_.moe_stats(acts));
   if (on_head_forward && output == nullptr) on_head_forward(micro, acts);
   if (keep_) {
     act_bytes = std::max(act_bytes, activation_bytes(acts));
