@@ -107,6 +107,12 @@ if [ "$(printf '%s\n' "$out" | wc -l)" -eq 2 ] && [ "$(printf '%s\n' "$out" | so
    && [ "$(printf '%s\n' "$out" | head -n1 | wc -w)" -eq 5 ]; then pass=$((pass + 1)); else
   echo "FAIL: greedy generate from hf: gave: $out"; fail=$((fail + 1)); fi
 
+# --logits-out: the prompt's logits at every position (what scripts/check_hf_export.py compares).
+"$STRATA" generate hf:tests/golden/models/qwen3_moe --prompt-ids "1 2 3" --max-new-tokens 2 --temperature 0 \
+  --logits-out "$tmp/logits.json" >/dev/null 2>&1
+if python3 -c "import json,sys; j=json.load(open('$tmp/logits.json')); sys.exit(not (j['ids']==[1,2,3] and len(j['logits'])==3 and all(len(r)==64 for r in j['logits'])))"; then
+  pass=$((pass + 1)); else echo "FAIL: generate --logits-out"; fail=$((fail + 1)); fi
+
 # data gen writes the requested examples, train and eval disjoint.
 "$STRATA" data gen arithmetic --n 50 --out "$tmp/tr.jsonl" >/dev/null && "$STRATA" data gen arithmetic --n 50 --split eval --out "$tmp/ev.jsonl" >/dev/null
 if [ "$(wc -l < "$tmp/tr.jsonl")" -eq 50 ] && [ -z "$(comm -12 <(grep -o '"prompt":"[^"]*"' "$tmp/tr.jsonl" | sort) <(grep -o '"prompt":"[^"]*"' "$tmp/ev.jsonl" | sort))" ]; then
