@@ -9,6 +9,7 @@
 
 #include "core/check.h"
 #include "core/timer.h"
+#include "kernels/moe_ops.h"
 #include "kernels/ops.h"
 #include "kernels/quant.h"
 
@@ -17,16 +18,6 @@ namespace {
 
 
 inline float sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
-
-// Indices of the k largest values of v (n entries), largest first; ties keep the lower index.
-void top_k(const float* v, int64_t n, int64_t k, int32_t* out) {
-  std::vector<int32_t> order(static_cast<size_t>(n));
-  std::iota(order.begin(), order.end(), 0);
-  std::partial_sort(order.begin(), order.begin() + k, order.end(), [v](int32_t a, int32_t b) {
-    return v[a] > v[b] || (v[a] == v[b] && a < b);
-  });
-  std::copy(order.begin(), order.begin() + k, out);
-}
 
 // Fills the expert-side layout of `s` from its slots: with one rank, the slots themselves;
 // otherwise exchanges per-expert counts over the expert group. Returns whether rows must move.
@@ -219,48 +210,15 @@ void Moe::collect(ParamList& out, const std::string& prefix) {
 }
 
 void moe_route(const Moe& m, const float* logits, int64_t N, float* probs, int32_t* idx, float* w) {
-  const int64_t E = m.E, K = m.K;
-  std::vector<float> choice(static_cast<size_t>(E));
-  for (int64_t t = 0; t < N; ++t) {
-    const float* z = logits + t * E;
-    float* p = probs + t * E;
-    int32_t* ti = idx + t * K;
-    float* tw = w + t * K;
-    if (m.scoring == RouterScoring::kSoftmax) {
-      softmax_forward_f32(p, z, 1, E);
-      top_k(p, E, K, ti);
-      float sum = 0.0f;
-      for (int64_t k = 0; k < K; ++k) sum += p[ti[k]];
-      for (int64_t k = 0; k < K; ++k) tw[k] = (m.norm_topk_prob ? p[ti[k]] / sum : p[ti[k]]) * m.routed_scaling_factor;
-      continue;
-    }
-    // Sigmoid scoring: choose by score + bias, weigh by the score alone.
-    const float* bias = m.router_bias.v();
-    for (int64_t e = 0; e < E; ++e) {
-      p[e] = sigmoid(z[e]);
-      choice[e] = p[e] + bias[e];
-    }
-    if (m.n_group > 1) {  // keep the topk_group groups whose best two experts score highest
-      const int64_t per = E / m.n_group;
-      std::vector<float> group_score(static_cast<size_t>(m.n_group));
-      for (int64_t g = 0; g < m.n_group; ++g) {
-        int32_t best[2];
-        top_k(choice.data() + g * per, per, std::min<int64_t>(2, per), best);
-        group_score[g] = choice[g * per + best[0]] + (per > 1 ? choice[g * per + best[1]] : 0.0f);
-      }
-      std::vector<int32_t> kept(static_cast<size_t>(m.topk_group));
-      top_k(group_score.data(), m.n_group, m.topk_group, kept.data());
-      std::vector<bool> keep(static_cast<size_t>(m.n_group), false);
-      for (int32_t g : kept) keep[g] = true;
-      for (int64_t e = 0; e < E; ++e)
-        if (!keep[e / per]) choice[e] = -std::numeric_limits<float>::infinity();
-    }
-    top_k(choice.data(), E, K, ti);
-    float sum = 0.0f;
-    for (int64_t k = 0; k < K; ++k) sum += p[ti[k]];
-    for (int64_t k = 0; k < K; ++k)
-      tw[k] = (m.norm_topk_prob ? p[ti[k]] / (sum + 1e-20f) : p[ti[k]]) * m.routed_scaling_factor;
-  }
+  MoeRouting r;
+  r.E = m.E;
+  r.K = m.K;
+  r.scoring = m.scoring == RouterScoring::kSoftmax ? RouteScoring::kSoftmax : RouteScoring::kSigmoid;
+  r.norm_topk_prob = m.norm_topk_prob;
+  r.routed_scaling_factor = m.routed_scaling_factor;
+  r.n_group = m.n_group;
+  r.topk_group = m.topk_group;
+  moe_route_f32(probs, idx, w, logits, m.router_bias.defined() ? m.router_bias.v() : nullptr, N, r);
 }
 
 void moe_forward(Moe& m, MoeSaved& s, float* out, const float* x, int64_t B, int64_t T) {
@@ -312,7 +270,7 @@ void moe_forward(Moe& m, MoeSaved& s, float* out, const float* x, int64_t B, int
   // Dispatch (gather), run each expert over its block (on its rank), combine.
   const int64_t M = s.M;
   Tensor xe = f32_matrix(M, C);
-  for (int64_t j = 0; j < M; ++j) copy_f32(xe.f32() + j * C, x + s.slot_token[j] * C, C);
+  gather_rows_f32(xe.f32(), x, s.slot_token.data(), M, C);
   m.comm.slots_sent += M;
   Tensor xr;
   if (!exchange_layout(m, s)) {
@@ -338,11 +296,7 @@ void moe_forward(Moe& m, MoeSaved& s, float* out, const float* x, int64_t B, int
     m.gemm_down[e].forward(yr.f32() + r0 * C, act.f32() + r0 * Fe, m.w_down.v() + e * C * Fe, n, Fe, C, &s.act[e]);
   }
   s.ye = m.P > 1 ? combine_rows(m, s, yr, C, &m.comm.combine_bytes) : yr;
-  fill_f32(out, 0.0f, N * C);
-  for (int64_t i = 0; i < N * K; ++i) {
-    if (s.slot_of[i] < 0) continue;
-    axpy_f32(out + (i / K) * C, s.topk_w[i], s.ye.f32() + s.slot_of[i] * C, C);
-  }
+  moe_combine_f32(out, s.ye.f32(), s.slot_of.data(), s.topk_w.data(), N, K, C);
 
   if (m.has_shared) {
     s.shared_y = f32_matrix(N, C);
@@ -407,19 +361,7 @@ void moe_backward(Moe& m, MoeSaved& s, float* dx, const float* dout, WeightGrads
   auto g = std::make_shared<Grads>();
   g->dye = f32_matrix(M, C);
   std::vector<float> dw(static_cast<size_t>(N * K), 0.0f);
-  for (int64_t i = 0; i < N * K; ++i) {
-    const int32_t j = s.slot_of[i];
-    if (j < 0) continue;
-    const float* d = dout + (i / K) * C;
-    float* dy = g->dye.f32() + j * C;
-    const float* y = s.ye.f32() + j * C;
-    double acc = 0;
-    for (int64_t c = 0; c < C; ++c) {
-      dy[c] = s.topk_w[i] * d[c];
-      acc += static_cast<double>(d[c]) * y[c];
-    }
-    dw[i] = static_cast<float>(acc);
-  }
+  moe_combine_backward_f32(g->dye.f32(), dw.data(), dout, s.ye.f32(), s.slot_of.data(), s.topk_w.data(), N, K, C);
 
   // The slot gradients go to the experts' ranks (as dispatch did); experts' backward there; the
   // input gradients come back (as combine did) and scatter-add to the tokens.
