@@ -1,7 +1,10 @@
 #include "core/device.h"
 
+#include <array>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <mutex>
 
 #include "core/check.h"
 
@@ -50,6 +53,48 @@ std::string cuda_unavailable_reason() {
 #endif
 }
 
+namespace {
+
+thread_local void* t_current_cuda_stream = nullptr;
+
+#ifdef STRATA_WITH_CUDA
+constexpr int kMaxDevices = 64;
+
+// One caching allocator per GPU, made on first use and kept for the process's life (tensors may
+// be freed during static destruction, so it is never destroyed).
+CachingAllocator& gpu_allocator(int index) {
+  CHECK(index >= 0 && index < kMaxDevices) << "cuda:" << index << " is not a device index";
+  static std::mutex mu;
+  static std::array<CachingAllocator*, kMaxDevices> allocators{};
+  std::lock_guard<std::mutex> lock(mu);
+  if (allocators[index] == nullptr) {
+    AllocatorBackend backend;
+    backend.alloc = [index](size_t bytes) -> void* {
+      CHECK_CUDA(cudaSetDevice(index));
+      void* p = nullptr;
+      const cudaError_t e = cudaMalloc(&p, bytes);
+      if (e == cudaErrorMemoryAllocation) {
+        cudaGetLastError();  // not sticky: clear it so the retry starts clean
+        return nullptr;
+      }
+      CHECK_CUDA(e);
+      return p;
+    };
+    backend.free = [index](void* p) {
+      CHECK_CUDA(cudaSetDevice(index));
+      CHECK_CUDA(cudaFree(p));
+    };
+    allocators[index] = new CachingAllocator(std::move(backend), "cuda:" + std::to_string(index));
+  }
+  return *allocators[index];
+}
+#endif
+
+}  // namespace
+
+void set_current_cuda_stream(void* stream) { t_current_cuda_stream = stream; }
+void* current_cuda_stream() { return t_current_cuda_stream; }
+
 void* device_alloc(Device device, size_t bytes) {
   if (bytes == 0) return nullptr;
   if (device.is_cpu()) {
@@ -59,10 +104,10 @@ void* device_alloc(Device device, size_t bytes) {
     return p;
   }
 #ifdef STRATA_WITH_CUDA
-  CHECK_CUDA(cudaSetDevice(device.index));
-  void* p = nullptr;
-  CHECK_CUDA(cudaMalloc(&p, bytes));
-  return p;
+  static const int devices = cuda_device_count();
+  CHECK(devices > device.index)
+      << "cannot allocate on " << device.to_string() << ": " << cuda_unavailable_reason();
+  return gpu_allocator(device.index).allocate(bytes, t_current_cuda_stream);
 #else
   FATAL() << "cannot allocate on " << device.to_string() << ": " << cuda_unavailable_reason();
   return nullptr;
@@ -76,7 +121,20 @@ void device_free(Device device, void* ptr) {
     return;
   }
 #ifdef STRATA_WITH_CUDA
-  CHECK_CUDA(cudaFree(ptr));
+  gpu_allocator(device.index).free(ptr);
+#endif
+}
+
+CachingAllocatorStats device_memory_stats(Device device) {
+#ifdef STRATA_WITH_CUDA
+  if (device.is_cuda() && cuda_device_count() > device.index) return gpu_allocator(device.index).stats();
+#endif
+  return {};
+}
+
+void device_empty_cache(Device device) {
+#ifdef STRATA_WITH_CUDA
+  if (device.is_cuda() && cuda_device_count() > device.index) gpu_allocator(device.index).empty_cache();
 #endif
 }
 

@@ -9,6 +9,8 @@
 #include <cstddef>
 #include <string>
 
+#include "core/caching_allocator.h"
+
 namespace strata {
 
 enum class DeviceKind { kCpu, kCuda };
@@ -34,9 +36,20 @@ int cuda_device_count();
 std::string cuda_unavailable_reason();
 
 // CPU memory is 64-byte aligned (AVX2 loads, cache lines). Zero bytes returns nullptr.
+// GPU memory comes from the device's CachingAllocator (core/caching_allocator.h), as a block of
+// this thread's current stream: freeing it lets later allocations on that stream reuse it at once.
 constexpr size_t kCpuAlignment = 64;
 void* device_alloc(Device device, size_t bytes);
 void device_free(Device device, void* ptr);
+// The GPU caching allocator's figures, and handing its unused blocks back to the driver. CPU
+// devices report zeros (tensor_memory_stats in core/tensor.h counts tensors on every device).
+CachingAllocatorStats device_memory_stats(Device device);
+void device_empty_cache(Device device);
+
+// The CUDA stream this thread queues device work on: the ops of kernels/cuda and device_alloc's
+// stream ownership. A cudaStream_t; nullptr (the default) is the legacy default stream.
+void set_current_cuda_stream(void* stream);
+void* current_cuda_stream();
 
 // Stream: an ordered queue of work on one device. The default-constructed stream of a device is
 // its default (legacy) stream.
