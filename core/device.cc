@@ -214,7 +214,7 @@ void device_copy(void* dst, Device dst_device, const void* src, Device src_devic
   cudaMemcpyKind kind = dst_device.is_cpu()   ? cudaMemcpyDeviceToHost
                         : src_device.is_cpu() ? cudaMemcpyHostToDevice
                                               : cudaMemcpyDeviceToDevice;
-  auto cs = static_cast<cudaStream_t>(stream.handle);
+  auto cs = static_cast<cudaStream_t>(stream.handle ? stream.handle : t_current_cuda_stream);
   CHECK_CUDA(cudaMemcpyAsync(dst, src, bytes, kind, cs));
   // Host memory here is pageable: make the copy complete before the caller touches it.
   if (dst_device.is_cpu() || src_device.is_cpu()) CHECK_CUDA(cudaStreamSynchronize(cs));
@@ -231,7 +231,8 @@ void device_memset_zero(void* dst, Device device, size_t bytes, const Stream& st
     return;
   }
 #ifdef STRATA_WITH_CUDA
-  CHECK_CUDA(cudaMemsetAsync(dst, 0, bytes, static_cast<cudaStream_t>(stream.handle)));
+  CHECK_CUDA(cudaMemsetAsync(dst, 0, bytes,
+                             static_cast<cudaStream_t>(stream.handle ? stream.handle : t_current_cuda_stream)));
 #endif
 }
 

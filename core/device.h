@@ -72,7 +72,9 @@ void event_record(Event& event, const Stream& stream);
 void stream_wait_event(const Stream& stream, const Event& event);
 void event_synchronize(const Event& event);
 
-// Copies bytes between any two devices; asynchronous on `stream` when a GPU is involved.
+// Copies bytes between any two devices: on `stream`, or this thread's current CUDA stream when
+// the stream has no handle (Stream{}). A copy between GPUs is asynchronous; one from or to host
+// memory has completed when the call returns (host memory here is pageable).
 void device_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes,
                  const Stream& stream = Stream{});
 void device_memset_zero(void* dst, Device device, size_t bytes, const Stream& stream = Stream{});
