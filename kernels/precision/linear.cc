@@ -54,14 +54,22 @@ int64_t SavedInput::bytes() const {
 }
 
 LinearGemm::LinearGemm(const PrecisionConfig& config, const std::string& module_kind, std::string name,
-                       const int64_t* weights_epoch)
-    : mode_(config.mode), fp8_(config.fp8), name_(std::move(name)), weights_epoch_(weights_epoch) {
+                       const int64_t* weights_epoch, Device device)
+    : mode_(config.mode), fp8_(config.fp8), name_(std::move(name)), weights_epoch_(weights_epoch), device_(device) {
   if (mode_ == PrecisionMode::kFp8) {
     const auto& keep = config.fp8.high_precision_modules;
     if (std::find(keep.begin(), keep.end(), module_kind) != keep.end()) mode_ = PrecisionMode::kBf16;
   }
   // The router decides which experts run: outside fp8 it stays fp32 whatever the mode.
   if (module_kind == "router" && mode_ == PrecisionMode::kBf16) mode_ = PrecisionMode::kFp32;
+  if (device_.is_cuda()) {
+    CHECK(built_with_cuda()) << name_ << ": a linear layer on " << device_.to_string() << " needs a CUDA build";
+    CHECK(!(mode_ == PrecisionMode::kFp8 && fp8_.recipe == Fp8Recipe::kTensorwiseDelayed))
+        << name_ << ": fp8 recipe tensorwise_delayed runs on the CPU only so far; use precision.fp8.recipe: blockwise on "
+        << device_.to_string();
+    CHECK(!(mode_ == PrecisionMode::kFp8 && fp8_.cache_activations))
+        << name_ << ": precision.fp8.cache_activations runs on the CPU only so far";
+  }
 }
 
 DType LinearGemm::operand_format(GemmOperand op) const {
@@ -136,6 +144,7 @@ const float* LinearGemm::weight_operand(const float* W, int64_t N, int64_t K, co
 void LinearGemm::forward(float* y, const float* x, const float* W, int64_t T, int64_t K, int64_t N,
                          SavedInput* save) {
   forward_rows_ += T;
+  if (device_.is_cuda()) return forward_cuda(y, x, W, T, K, N, save);
   const float* b = weight_operand(W, N, K, "forward");
   const bool cache = save && mode_ == PrecisionMode::kFp8 && fp8_.cache_activations;
   const float* a = nullptr;
@@ -177,12 +186,14 @@ void LinearGemm::forward(float* y, const float* x, const float* W, int64_t T, in
 }
 
 void LinearGemm::backward_input(float* dx, const float* dy, const float* W, int64_t T, int64_t K, int64_t N) {
+  if (device_.is_cuda()) return backward_input_cuda(dx, dy, W, T, K, N);
   const float* a = prepare(dy, T, N, GemmOperand::kGradOutput, kTile1x128, "backward_input", operand_scratch(0));
   const float* b = weight_operand(W, N, K, "backward_input");
   gemm_f32(false, false, T, K, N, 1.0f, a, N, b, K, 0.0f, dx, K);
 }
 
 void LinearGemm::backward_weight(float* dW, const float* dy, const float* x, int64_t T, int64_t K, int64_t N) {
+  if (device_.is_cuda()) return backward_weight_cuda(dW, dy, x, T, K, N);
   const float* a = prepare(dy, T, N, GemmOperand::kGradOutput, kTile128x1, "backward_weight", operand_scratch(0));
   const float* b = prepare(x, T, K, GemmOperand::kInput, kTile128x1, "backward_weight", operand_scratch(1));
   gemm_f32(true, false, N, K, T, 1.0f, a, N, b, K, 1.0f, dW, K);

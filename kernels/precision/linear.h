@@ -21,12 +21,21 @@
 //     over micro-batches and ranks and commits them at the end of the step (scaling_state.h).
 // A module kind listed in fp8.high_precision_modules runs in bf16 (the router in fp32).
 //
+// On a GPU (device cuda:N; every pointer passed is then device memory) the same three GEMMs run
+// through cuBLASLt (linear_cuda.cc): fp32 as fp32, bf16 as a bf16 tensor-core GEMM of the rounded
+// operands, fp8 blockwise as Hopper fp8 GEMMs with 1x128 / 128x128 block scales (cuBLASLt's
+// VEC128 / BLK128x128 modes; the backward operands transposed first, since fp8 tensor cores take
+// only the TN form). A dimension that is not a multiple of 128 runs the CPU's emulation on the
+// GPU instead (fake-quantised operands, fp32 GEMM): the same function either way. The delayed
+// recipe and fp8 activation caching are CPU-only for now and refused on a GPU.
+//
 // NaN/Inf in an fp8 operand is never saturated: the affected tiles come out NaN, so the loss or
 // gradients become non-finite and the run's NaN policy applies; events() names the first one.
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -77,14 +86,24 @@ struct Fp8Events {
   int64_t first_seq = 0;  // process-wide order of `first`, so the earliest of several GEMMs is named
 };
 
+struct LinearGemmCuda;  // the GPU path's cached operands (linear_cuda.cc)
+struct LinearGemmCudaDeleter {
+  void operator()(LinearGemmCuda* p) const;
+};
+
 class LinearGemm {
  public:
-  LinearGemm() = default;
+  LinearGemm();
+  ~LinearGemm();
+  LinearGemm(LinearGemm&&) noexcept;
+  LinearGemm& operator=(LinearGemm&&) noexcept;
   // `module_kind` is one of precision_module_kinds(); `name` names the weight (checkpoint keys,
   // messages). `weights_epoch` (optional): a counter the model bumps whenever weights change;
   // while it stays the same the quantised weight is reused across micro-batches and decode steps.
   LinearGemm(const PrecisionConfig& config, const std::string& module_kind, std::string name = "",
-             const int64_t* weights_epoch = nullptr);
+             const int64_t* weights_epoch = nullptr, Device device = Device::cpu());
+
+  Device device() const { return device_; }
 
   const std::string& name() const { return name_; }
   // The format this module actually runs in (fp8 modules kept high run in bf16 or fp32).
@@ -125,6 +144,10 @@ class LinearGemm {
   // The weight operand of forward/backward_input, cached while the weights epoch holds.
   const float* weight_operand(const float* W, int64_t N, int64_t K, const char* use);
   void note(const QuantStats& st, GemmOperand op, const char* use);
+  // The GPU path (linear_cuda.cc).
+  void forward_cuda(float* y, const float* x, const float* W, int64_t T, int64_t K, int64_t N, SavedInput* save);
+  void backward_input_cuda(float* dx, const float* dy, const float* W, int64_t T, int64_t K, int64_t N);
+  void backward_weight_cuda(float* dW, const float* dy, const float* x, int64_t T, int64_t K, int64_t N);
 
   PrecisionMode mode_ = PrecisionMode::kFp32;
   Fp8Config fp8_;
@@ -140,14 +163,17 @@ class LinearGemm {
   int64_t w_cache_n_ = 0, w_cache_k_ = 0, w_cache_epoch_ = -1;
   float w_cache_hist_max_ = 0.0f;
   float w_cache_amax_ = 0.0f;  // the cached weight's own amax (the delayed recipe records it every step)
+  Device device_;
+  std::unique_ptr<LinearGemmCuda, LinearGemmCudaDeleter> cuda_;
 };
 
 // How a model builds its LinearGemms: the run's precision and the model's weights epoch.
 struct LinearPolicy {
   PrecisionConfig precision;
   const int64_t* weights_epoch = nullptr;
+  Device device = Device::cpu();
   LinearGemm make(const std::string& module_kind, const std::string& name) const {
-    return LinearGemm(precision, module_kind, name, weights_epoch);
+    return LinearGemm(precision, module_kind, name, weights_epoch, device);
   }
 };
 
