@@ -9,6 +9,9 @@
 #include "core/dtype.h"
 #include "kernels/cpu/vec.h"  // parallel_for, map_f32
 #include "kernels/optim_ops.h"
+#ifdef STRATA_WITH_CUDA
+#include "kernels/cuda/ops_cuda.h"
+#endif
 
 namespace strata {
 namespace {
@@ -22,8 +25,18 @@ void check_tensor(const OptimTensor& t) {
   CHECK(t.value->shape() == t.grad->shape())
       << "optimizer tensor " << t.name << ": value " << t.value->to_string() << " but grad "
       << t.grad->to_string();
-  CHECK(t.value->device().is_cpu() && t.grad->device().is_cpu())
-      << "optimizer tensor " << t.name << ": the CPU optimizer needs CPU tensors";
+  CHECK(t.value->device() == t.grad->device())
+      << "optimizer tensor " << t.name << ": value " << t.value->to_string() << " and grad "
+      << t.grad->to_string() << " live on different devices";
+}
+
+// The tensors' device, which every tensor of the list shares (checked).
+Device list_device(const std::vector<OptimTensor>& tensors) {
+  const Device d = tensors.empty() ? Device::cpu() : tensors.front().value->device();
+  for (const OptimTensor& t : tensors)
+    CHECK(t.value->device() == d) << "optimizer tensor " << t.name << " is on " << t.value->device().to_string()
+                                  << ", the first on " << d.to_string() << ": one optimizer, one device";
+  return d;
 }
 
 }  // namespace
@@ -35,9 +48,10 @@ AdamW::AdamW(const OptimConfig& cfg, std::vector<OptimTensor> tensors)
   for (const OptimTensor& t : tensors_) {
     check_tensor(t);
     CHECK(names.insert(t.name).second) << "optimizer tensor " << t.name << " listed twice";
-    m_.push_back(Tensor::zeros(t.value->shape(), moment_dtype));
-    v_.push_back(Tensor::zeros(t.value->shape(), moment_dtype));
+    m_.push_back(Tensor::zeros(t.value->shape(), moment_dtype, t.value->device()));
+    v_.push_back(Tensor::zeros(t.value->shape(), moment_dtype, t.value->device()));
   }
+  device_ = list_device(tensors_);
 }
 
 int64_t AdamW::step_count() const { return step_; }
@@ -64,6 +78,16 @@ void AdamW::step(double lr) {
     check_tensor(ot);
     const AdamwScalars s = adamw_scalars(cfg_.beta1, cfg_.beta2, cfg_.eps, cfg_.weight_decay, lr, t, ot.decay);
     const int64_t n = ot.value->numel();
+#ifdef STRATA_WITH_CUDA
+    if (device_.is_cuda()) {
+      if (m_[i].dtype() == DType::kBF16) {
+        cuda::adamw_update_bf16(ot.value->f32(), ot.grad->f32(), m_[i].data<uint16_t>(), v_[i].data<uint16_t>(), n, s);
+      } else {
+        cuda::adamw_update_f32(ot.value->f32(), ot.grad->f32(), m_[i].f32(), v_[i].f32(), n, s);
+      }
+      continue;
+    }
+#endif
     if (m_[i].dtype() == DType::kBF16) {
       adamw_update_bf16(ot.value->f32(), ot.grad->f32(), m_[i].data<uint16_t>(),
                         v_[i].data<uint16_t>(), n, s);
@@ -74,6 +98,18 @@ void AdamW::step(double lr) {
 }
 
 double grad_sum_of_squares(const std::vector<OptimTensor>& tensors) {
+#ifdef STRATA_WITH_CUDA
+  if (list_device(tensors).is_cuda()) {  // one launch over every tensor, the CPU's order
+    std::vector<const float*> xs;
+    std::vector<int64_t> ns;
+    for (const OptimTensor& t : tensors) {
+      check_tensor(t);
+      xs.push_back(t.grad->f32());
+      ns.push_back(t.grad->numel());
+    }
+    return cuda::grad_sum_squares_f32(xs.data(), ns.data(), static_cast<int64_t>(xs.size()));
+  }
+#endif
   double total = 0.0;
   for (const OptimTensor& t : tensors) {
     check_tensor(t);
@@ -90,6 +126,12 @@ void scale_grads(const std::vector<OptimTensor>& tensors, double coef) {
     check_tensor(t);
     float* g = t.grad->f32();
     const int64_t n = t.grad->numel();
+#ifdef STRATA_WITH_CUDA
+    if (t.grad->device().is_cuda()) {
+      cuda::scale_f32(g, c, n);
+      continue;
+    }
+#endif
     cpu::parallel_for(n, n, [&](int64_t begin, int64_t end) {
       cpu::map_f32(g + begin, end - begin, [&](int64_t i) { return g[begin + i] * c; });
     });
@@ -108,6 +150,12 @@ double clip_grad_norm(const std::vector<OptimTensor>& tensors, double max_norm) 
 bool grads_have_nonfinite(const std::vector<OptimTensor>& tensors) {
   for (const OptimTensor& t : tensors) {
     check_tensor(t);
+#ifdef STRATA_WITH_CUDA
+    if (t.grad->device().is_cuda()) {  // max |g| is NaN or Inf exactly when some g is
+      if (!std::isfinite(cuda::reduce_amax_f32(t.grad->f32(), t.grad->numel()))) return true;
+      continue;
+    }
+#endif
     const uint32_t* bits = reinterpret_cast<const uint32_t*>(t.grad->raw());
     const int64_t n = t.grad->numel();
     // Exponent all ones: Inf or NaN. Blocks of 64 elements OR their flags, then test.

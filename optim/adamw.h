@@ -1,4 +1,4 @@
-// AdamW over a plain list of fp32 CPU tensors (REFERENCE.md section 2), global-norm gradient
+// AdamW over a plain list of fp32 tensors on one device (REFERENCE.md section 2), global-norm gradient
 // clipping and the non-finite-gradient check. The optimizer knows nothing of the model: the trainer
 // builds the OptimTensor list from its ParamList and decides per tensor whether it decays (from
 // ParamKind and OptimConfig); the learning rate for each step comes from optim/schedule.h.
@@ -31,8 +31,9 @@
 
 namespace strata {
 
-// One tensor the optimizer updates. value and grad are fp32 CPU tensors of the same shape; the
-// pointers must outlive the optimizer.
+// One tensor the optimizer updates. value and grad are fp32 tensors of the same shape on one
+// device (the CPU, or a GPU: the moments then live there too and each update is one kernel of
+// kernels/cuda, bit for bit the CPU's); the pointers must outlive the optimizer.
 struct OptimTensor {
   std::string name;  // global parameter name; names the optimizer state ("optim.m.<name>")
   Tensor* value;
@@ -74,6 +75,7 @@ class AdamW {
   std::vector<OptimTensor> tensors_;
   std::vector<Tensor> m_;  // per tensor, shape of its value: first moment
   std::vector<Tensor> v_;  // per tensor: second moment
+  Device device_;          // where every tensor and moment lives
   int64_t step_ = 0;       // updates done so far
 };
 
