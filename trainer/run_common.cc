@@ -30,7 +30,10 @@ Status refuse_unlanded(const ExperimentConfig& c) {
                                     "metrics.jsonl and scripts/plot_metrics.py cover the curves");
   }
   if (c.train.device == DeviceChoice::kCuda) {
-    return absl::UnimplementedError("train.device: cuda lands with the CUDA backend issue (#11)");
+    return absl::UnimplementedError(
+        "train.device: cuda: the CUDA ops, LinearGemm and AdamW run on GPUs (scripts/gpu_check.sh), but the "
+        "model and trainer still keep activations and parameters in host memory; training on a GPU is not wired "
+        "yet (#11)");
   }
   if (c.parallel.deterministic) {
     return absl::UnimplementedError(

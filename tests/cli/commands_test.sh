@@ -59,6 +59,8 @@ expect "fp8 dispatch needs MoE" 2 "parallel.dispatch_fp8: needs an MoE model" \
   "$STRATA" train configs/tiny_dense.yaml --set parallel.dispatch_fp8=true
 expect "tensorboard not written yet" 3 "log.tensorboard: TensorBoard event files are not written yet" \
   "$STRATA" train configs/tiny_dense.yaml --set log.tensorboard=true
+expect "gpu training not wired yet" 3 "train.device: cuda: the CUDA ops, LinearGemm and AdamW run on GPUs" \
+  "$STRATA" train configs/tiny_dense.yaml --set train.device=cuda
 # strata plan: layout, per-rank memory and communication from the config alone; bad layouts exit 2.
 expect "plan dp=2" 0 "world 2 = pp 1 x dp 2" "$STRATA" plan configs/tiny_dense.yaml --world 2 --set parallel.dp=2
 expect "plan memory figures" 0 "allocator peak +[0-9]+\.[0-9]+ MB" \

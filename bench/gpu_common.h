@@ -1,0 +1,68 @@
+// What the GPU benchmarks (gpu_bench, gpu_linear_bench, gpu_block_bench) share: the check that a
+// GPU is there to measure, saying why not otherwise, the CUDA error check that ends a run naming
+// the call, random device operands and the median of the timed runs.
+// Benchmarks print figures; a missing GPU is not a failure (they exit 0 after saying so).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "core/device.h"
+#include "kernels/cuda/ops_cuda.h"
+
+#ifdef STRATA_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace strata::gpubench {
+
+// True, after printing "<prog>: skipped: <why>", when this build has no CUDA or sees no GPU.
+inline bool skip_without_gpu(const char* prog) {
+  if (!built_with_cuda()) {
+    std::printf("%s: skipped: built without CUDA (configure with -DSTRATA_CUDA=ON)\n", prog);
+    return true;
+  }
+  if (cuda_device_count() == 0) {
+    std::printf("%s: skipped: %s\n", prog, cuda_unavailable_reason().c_str());
+    return true;
+  }
+  return false;
+}
+
+#ifdef STRATA_WITH_CUDA
+// Ends the benchmark with "<prog>: <what>: <CUDA's message>" when e is an error.
+inline void check_cuda(cudaError_t e, const char* prog, const char* what) {
+  if (e != cudaSuccess) {
+    std::fprintf(stderr, "%s: %s: %s\n", prog, what, cudaGetErrorString(e));
+    std::exit(1);
+  }
+}
+
+// A device buffer of n floats, uniform in [-scale, scale) from a xorshift stream of `seed`
+// (scale 0 gives zeros); free it with device_free(Device::cuda(), p).
+inline float* random_device_f32(int64_t n, float scale, uint64_t seed) {
+  std::vector<float> h(static_cast<size_t>(n));
+  uint64_t z = seed * 0x9e3779b97f4a7c15ull + 1;
+  for (float& v : h) {
+    z ^= z << 13;
+    z ^= z >> 7;
+    z ^= z << 17;
+    v = (static_cast<float>(z >> 40) * (2.0f / 16777216.0f) - 1.0f) * scale;
+  }
+  void* p = device_alloc(Device::cuda(), h.size() * sizeof(float));
+  device_copy(p, Device::cuda(), h.data(), Device::cpu(), h.size() * sizeof(float),
+              Stream{Device::cuda(), cuda::current_stream()});
+  return static_cast<float*>(p);
+}
+
+// Median of a list of timings (sorted in place).
+inline double median(std::vector<double>& v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+#endif
+
+}  // namespace strata::gpubench
