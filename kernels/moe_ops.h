@@ -32,8 +32,21 @@ struct MoeRouting {
 void moe_route_f32(float* probs, int32_t* idx, float* w, const float* logits, const float* bias,
                    int64_t N, const MoeRouting& r);
 
-// out: (M, C), out[j] = x[index[j]]; x: (rows, C); index: (M,) int32 row numbers.
+// The backward of the routing weights: dprobs (N, E) ACCUMULATES (+=) the gradient reaching
+// each chosen probability from dw (N, K), the gradient of moe_route_f32's weights w; probs, idx
+// as moe_route_f32 gave them. With norm_topk_prob (w_k = c p_k / S, S = sum of the chosen p,
+// +1e-20 for sigmoid): dp_k += c (dw_k / S - sum_j dw_j p_j / S^2), in double per token; without:
+// dp_k += c dw_k. The scoring's own backward (softmax or sigmoid) is the caller's next step.
+void moe_route_backward_f32(float* dprobs, const float* dw, const float* probs, const int32_t* idx,
+                            int64_t N, const MoeRouting& r);
+
+// out: (M, C), out[j] = x[index[j]]; x: (rows, C); index: (M,) int32 row numbers. Also the
+// embedding lookup (index = token ids).
 void gather_rows_f32(float* out, const float* x, const int32_t* index, int64_t M, int64_t C);
+// Its backward: out[index[j]] += rows[j] for j = 0..M-1 in order (so a row named twice sums in
+// j order: deterministic, the same bits on every backend); out: (rows, C) accumulated; rows:
+// (M, C). The embedding's weight gradient, and MoE slots back to their tokens.
+void scatter_add_rows_f32(float* out, const float* rows, const int32_t* index, int64_t M, int64_t C);
 
 // out: (N, C) overwritten, out[t] = sum over k of weights[t*K+k] * rows[slot_of[t*K+k]] in k
 // order, skipping slot -1 (a dropped choice); rows: (M, C); slot_of, weights: (N, K). weights

@@ -72,6 +72,14 @@ void mul_f32(float* out, const float* a, const float* b, int64_t n);  // out = a
 void scale_f32(float* y, float s, int64_t n);                         // y *= s
 void axpy_f32(float* y, float a, const float* x, int64_t n);          // y += a * x
 
+// Bias rows: y (rows, cols) += b (cols,) on every row; its backward db (cols,) += the column
+// sums of dy (rows, cols), each column summed over rows in order (deterministic).
+void bias_add_f32(float* y, const float* b, int64_t rows, int64_t cols);
+void bias_backward_f32(float* db, const float* dy, int64_t rows, int64_t cols);
+
+// The backward of y = sigmoid(x) from its output: dx = dy * y * (1 - y).
+void sigmoid_backward_f32(float* dx, const float* dy, const float* y, int64_t n);
+
 // silu(x) = x * sigmoid(x).
 void silu_forward_f32(float* out, const float* x, int64_t n);
 // dx = dout * silu'(x), silu'(x) = s * (1 + x * (1 - s)) with s = sigmoid(x).

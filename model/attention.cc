@@ -11,15 +11,6 @@ namespace {
 
 Tensor i32(int64_t n) { return Tensor::empty({n}, DType::kI32); }
 
-// bias (n,) += column sums of dy (rows, n).
-void bias_backward(float* db, const float* dy, int64_t rows, int64_t n) {
-  for (int64_t r = 0; r < rows; ++r) add_inplace_f32(db, dy + r * n, n);
-}
-
-void add_bias(float* y, const float* b, int64_t rows, int64_t n) {
-  for (int64_t r = 0; r < rows; ++r) add_inplace_f32(y + r * n, b, n);
-}
-
 // Projections, q/k norm and RoPE for N tokens: fills q (N, Hq*D), k and v (N, Hkv*D); keeps the
 // pre-norm projections and norm statistics in `s` when qk_norm is on.
 void project_qkv(Attention& a, AttentionSaved* s, float* q, float* k, float* v, const float* x,
@@ -29,9 +20,9 @@ void project_qkv(Attention& a, AttentionSaved* s, float* q, float* k, float* v, 
   a.gemm_k.forward(k, x, a.wk.v(), N, a.C, kd);
   a.gemm_v.forward(v, x, a.wv.v(), N, a.C, kd);
   if (a.qkv_bias) {
-    add_bias(q, a.bq.v(), N, qd);
-    add_bias(k, a.bk.v(), N, kd);
-    add_bias(v, a.bv.v(), N, kd);
+    bias_add_f32(q, a.bq.v(), N, qd);
+    bias_add_f32(k, a.bk.v(), N, kd);
+    bias_add_f32(v, a.bv.v(), N, kd);
   }
   if (a.qk_norm) {
     std::vector<float> q_rstd_tmp, k_rstd_tmp;
@@ -162,9 +153,9 @@ void attention_backward(Attention& a, AttentionSaved& s, float* dx, const float*
                          N * a.Hkv, a.D);
   }
   if (a.qkv_bias) {
-    bias_backward(a.bq.g(), g->dq.f32(), N, qd);
-    bias_backward(a.bk.g(), g->dk.f32(), N, kd);
-    bias_backward(a.bv.g(), g->dv.f32(), N, kd);
+    bias_backward_f32(a.bq.g(), g->dq.f32(), N, qd);
+    bias_backward_f32(a.bk.g(), g->dk.f32(), N, kd);
+    bias_backward_f32(a.bv.g(), g->dv.f32(), N, kd);
   }
   a.gemm_q.backward_input(dx, g->dq.f32(), a.wq.v(), N, a.C, qd);
   Tensor tmp = f32_matrix(N, a.C);

@@ -209,7 +209,9 @@ void Moe::collect(ParamList& out, const std::string& prefix) {
   if (shared_gated) out.push_back({prefix + "shared_gate", &shared_gate, ParamKind::kMatrix});
 }
 
-void moe_route(const Moe& m, const float* logits, int64_t N, float* probs, int32_t* idx, float* w) {
+namespace {
+// The kernels' view of this layer's routing settings.
+MoeRouting routing_of(const Moe& m) {
   MoeRouting r;
   r.E = m.E;
   r.K = m.K;
@@ -218,7 +220,12 @@ void moe_route(const Moe& m, const float* logits, int64_t N, float* probs, int32
   r.routed_scaling_factor = m.routed_scaling_factor;
   r.n_group = m.n_group;
   r.topk_group = m.topk_group;
-  moe_route_f32(probs, idx, w, logits, m.router_bias.defined() ? m.router_bias.v() : nullptr, N, r);
+  return r;
+}
+}  // namespace
+
+void moe_route(const Moe& m, const float* logits, int64_t N, float* probs, int32_t* idx, float* w) {
+  moe_route_f32(probs, idx, w, logits, m.router_bias.defined() ? m.router_bias.v() : nullptr, N, routing_of(m));
 }
 
 void moe_forward(Moe& m, MoeSaved& s, float* out, const float* x, int64_t B, int64_t T) {
@@ -391,29 +398,14 @@ void moe_backward(Moe& m, MoeSaved& s, float* dx, const float* dout, WeightGrads
     }
   });
   const Tensor dxe = m.P > 1 ? combine_rows(m, s, dxr, C, &m.comm.backward_bytes) : dxr;
-  for (int64_t j = 0; j < M; ++j) add_inplace_f32(dx + s.slot_token[j] * C, dxe.f32() + j * C, C);
+  scatter_add_rows_f32(dx, dxe.f32(), s.slot_token.data(), M, C);
 
   // Router: combine weights -> scores, plus the auxiliary losses, -> logits.
   Tensor dprobs = Tensor::zeros({N, E}, DType::kF32);
   float* dp = dprobs.f32();
   const float* probs = s.probs.f32();
-  for (int64_t t = 0; t < N; ++t) {
-    const float* p = probs + t * E;
-    const int32_t* ti = s.topk_idx.data() + t * K;
-    const float* dwt = dw.data() + t * K;
-    float* dpt = dp + t * E;
-    const float c = m.routed_scaling_factor;
-    if (m.norm_topk_prob) {
-      double S = 0, dot = 0;
-      for (int64_t k = 0; k < K; ++k) S += p[ti[k]];
-      if (m.scoring == RouterScoring::kSigmoid) S += 1e-20;
-      for (int64_t k = 0; k < K; ++k) dot += static_cast<double>(dwt[k]) * p[ti[k]];
-      for (int64_t k = 0; k < K; ++k) dpt[ti[k]] += static_cast<float>(c * (dwt[k] / S - dot / (S * S)));
-    } else {
-      for (int64_t k = 0; k < K; ++k) dpt[ti[k]] += c * dwt[k];
-    }
-    if (!s.aux_dprob.empty()) add_inplace_f32(dpt, s.aux_dprob.data(), E);
-  }
+  moe_route_backward_f32(dp, dw.data(), probs, s.topk_idx.data(), N, routing_of(m));
+  if (!s.aux_dprob.empty()) bias_add_f32(dp, s.aux_dprob.data(), N, E);  // the switch loss: the same row for every token
   if (m.aux_loss == AuxLoss::kSeq) {
     // d/dp of alpha/B * sum_i f_i * mean_t p_i / sum_j p_j, per sequence (f carries no gradient).
     const int64_t B = s.B, T = s.T;
@@ -435,7 +427,7 @@ void moe_backward(Moe& m, MoeSaved& s, float* dx, const float* dout, WeightGrads
   if (m.scoring == RouterScoring::kSoftmax) {
     softmax_backward_f32(dlogits.f32(), dp, probs, N, E);
   } else {
-    for (int64_t i = 0; i < N * E; ++i) dlogits.f32()[i] = dp[i] * probs[i] * (1.0f - probs[i]);
+    sigmoid_backward_f32(dlogits.f32(), dp, probs, N * E);
   }
   Tensor dx_router = f32_matrix(N, C);
   m.gemm_router.backward_input(dx_router.f32(), dlogits.f32(), m.router.v(), N, C, E);

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "core/check.h"
+#include "kernels/moe_ops.h"  // gather_rows_f32, scatter_add_rows_f32 (the embedding)
 #include "kernels/ops.h"
 
 namespace strata {
@@ -175,7 +176,7 @@ std::vector<LinearGemm*> Transformer::linear_gemms() {
 
 void Transformer::embed(const int32_t* tokens, int64_t N, float* out) const {
   const int64_t C = config_.d_model;
-  for (int64_t i = 0; i < N; ++i) copy_f32(out + i * C, embed_.v() + static_cast<int64_t>(tokens[i]) * C, C);
+  gather_rows_f32(out, embed_.v(), tokens, N, C);
 }
 
 void Transformer::head_forward(const float* hidden, int64_t N, float* logits, Activations* acts) {
@@ -330,8 +331,7 @@ void Transformer::backward_input(Activations& acts, const float* d_output, float
   }
   if (embeds) {
     // Scatter-add into the embedding rows the batch used (deterministic order: token index).
-    const float* g = dx.f32();
-    for (int64_t i = 0; i < N; ++i) add_inplace_f32(embed_.g() + static_cast<int64_t>(batch.tokens[i]) * C, g + i * C, C);
+    scatter_add_rows_f32(embed_.g(), dx.f32(), batch.tokens.data(), N, C);
   } else {
     CHECK(d_input != nullptr) << "a stage without the embedding passes its input gradient back";
     copy_f32(d_input, dx.f32(), N * C);

@@ -1,5 +1,5 @@
-// CPU elementwise ops of kernels/ops.h: arithmetic on flat arrays, SiLU and SwiGLU forward and
-// backward. Single-threaded: these are memory-bound (a second core adds little bandwidth on this
+// CPU elementwise ops of kernels/ops.h: arithmetic on flat arrays, bias rows, SiLU and SwiGLU
+// forward and backward. Single-threaded: these are memory-bound (a second core adds little bandwidth on this
 // machine) and cheap next to the GEMMs around them; the SiLU family uses the vectorised exp of
 // vec.h, which is what makes them cheap.
 #include <cstring>
@@ -40,6 +40,18 @@ void scale_f32(float* y, float s, int64_t n) {
 void axpy_f32(float* y, float a, const float* x, int64_t n) {
   // fma: one rounding, as cuBLAS's and OpenBLAS's saxpy do.
   map_f32(y, n, [=](int64_t i) { return std::fma(a, x[i], y[i]); });
+}
+
+void bias_add_f32(float* y, const float* b, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r) add_inplace_f32(y + r * cols, b, cols);
+}
+
+void bias_backward_f32(float* db, const float* dy, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r) add_inplace_f32(db, dy + r * cols, cols);  // rows in order
+}
+
+void sigmoid_backward_f32(float* dx, const float* dy, const float* y, int64_t n) {
+  map_f32(dx, n, [=](int64_t i) { return dy[i] * y[i] * (1.0f - y[i]); });
 }
 
 void silu_forward_f32(float* out, const float* x, int64_t n) {

@@ -78,6 +78,31 @@ void gather_rows_f32(float* out, const float* x, const int32_t* index, int64_t M
   for (int64_t j = 0; j < M; ++j) copy_f32(out + j * C, x + static_cast<int64_t>(index[j]) * C, C);
 }
 
+void scatter_add_rows_f32(float* out, const float* rows, const int32_t* index, int64_t M, int64_t C) {
+  for (int64_t j = 0; j < M; ++j) add_inplace_f32(out + static_cast<int64_t>(index[j]) * C, rows + j * C, C);
+}
+
+void moe_route_backward_f32(float* dprobs, const float* dw, const float* probs, const int32_t* idx,
+                            int64_t N, const MoeRouting& r) {
+  const int64_t E = r.E, K = r.K;
+  const double c = r.routed_scaling_factor;
+  for (int64_t t = 0; t < N; ++t) {
+    const float* p = probs + t * E;
+    const int32_t* ti = idx + t * K;
+    const float* dwt = dw + t * K;
+    float* dpt = dprobs + t * E;
+    if (r.norm_topk_prob) {
+      double S = 0, dot = 0;
+      for (int64_t k = 0; k < K; ++k) S += p[ti[k]];
+      if (r.scoring == RouteScoring::kSigmoid) S += 1e-20;
+      for (int64_t k = 0; k < K; ++k) dot += static_cast<double>(dwt[k]) * p[ti[k]];
+      for (int64_t k = 0; k < K; ++k) dpt[ti[k]] += static_cast<float>(c * (dwt[k] / S - dot / (S * S)));
+    } else {
+      for (int64_t k = 0; k < K; ++k) dpt[ti[k]] += static_cast<float>(c * dwt[k]);
+    }
+  }
+}
+
 void moe_combine_f32(float* out, const float* rows, const int32_t* slot_of, const float* weights,
                      int64_t N, int64_t K, int64_t C) {
   fill_f32(out, 0.0f, N * C);

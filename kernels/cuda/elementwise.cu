@@ -1,5 +1,5 @@
-// CUDA twins of the elementwise ops of kernels/ops.h: arithmetic on flat arrays, SiLU and SwiGLU
-// forward and backward (all arrays (n,)).
+// CUDA twins of the elementwise ops of kernels/ops.h: arithmetic on flat arrays, bias rows and
+// their column sums, the sigmoid's backward, SiLU and SwiGLU forward and backward.
 //
 // Each element is computed with the CPU's (kernels/cpu/elementwise.cc) operations in the CPU's
 // order. The CPU build has no FMA (plain x86-64), so every product-then-sum is written with
@@ -76,6 +76,31 @@ struct Axpy {
   float a;
   __device__ float operator()(int64_t i) const { return fmaf(a, x[i], y[i]); }
 };
+struct BiasAdd {
+  const float* y;
+  const float* b;
+  int64_t cols;
+  __device__ float operator()(int64_t i) const { return __fadd_rn(y[i], b[i % cols]); }
+};
+struct SigmoidBackward {
+  const float* dy;
+  const float* y;
+  __device__ float operator()(int64_t i) const {
+    return __fmul_rn(__fmul_rn(dy[i], y[i]), __fsub_rn(1.0f, y[i]));
+  }
+};
+
+// db[c] += dy[0][c], then dy[1][c], ... in row order, as the CPU: one thread per column.
+__global__ void bias_backward_kernel(float* db, const float* dy, int64_t rows, int64_t cols) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < cols;
+       c += stride) {
+    float acc = db[c];
+    for (int64_t r = 0; r < rows; ++r) acc = __fadd_rn(acc, dy[r * cols + c]);
+    db[c] = acc;
+  }
+}
+
 struct SiluForward {
   const float* x;
   __device__ float operator()(int64_t i) const {
@@ -144,6 +169,23 @@ void scale_f32(float* y, float s, int64_t n) { launch_map("scale_f32", y, n, Sca
 
 void axpy_f32(float* y, float a, const float* x, int64_t n) {
   launch_map("axpy_f32", y, n, Axpy{y, x, a});
+}
+
+void bias_add_f32(float* y, const float* b, int64_t rows, int64_t cols) {
+  CHECK(rows >= 0 && cols >= 0) << "bias_add_f32: rows=" << rows << " cols=" << cols;
+  if (cols == 0) return;
+  launch_map("bias_add_f32", y, rows * cols, BiasAdd{y, b, cols});
+}
+
+void bias_backward_f32(float* db, const float* dy, int64_t rows, int64_t cols) {
+  CHECK(rows >= 0 && cols >= 0) << "bias_backward_f32: rows=" << rows << " cols=" << cols;
+  if (rows == 0 || cols == 0) return;
+  bias_backward_kernel<<<blocks_for(cols), kThreads, 0, stream()>>>(db, dy, rows, cols);
+  check_launch("bias_backward_f32");
+}
+
+void sigmoid_backward_f32(float* dx, const float* dy, const float* y, int64_t n) {
+  launch_map("sigmoid_backward_f32", dx, n, SigmoidBackward{dy, y});
 }
 
 void silu_forward_f32(float* out, const float* x, int64_t n) {

@@ -79,6 +79,9 @@ void add_inplace_f32(float* y, const float* x, int64_t n);
 void mul_f32(float* out, const float* a, const float* b, int64_t n);
 void scale_f32(float* y, float s, int64_t n);
 void axpy_f32(float* y, float a, const float* x, int64_t n);
+void bias_add_f32(float* y, const float* b, int64_t rows, int64_t cols);
+void bias_backward_f32(float* db, const float* dy, int64_t rows, int64_t cols);  // bitwise the CPU's
+void sigmoid_backward_f32(float* dx, const float* dy, const float* y, int64_t n);
 void silu_forward_f32(float* out, const float* x, int64_t n);
 void silu_backward_f32(float* dx, const float* dout, const float* x, int64_t n);
 void swiglu_forward_f32(float* out, const float* gate, const float* up, int64_t n);
@@ -146,7 +149,11 @@ QuantStats amax_f32(const float* x, int64_t n);
 
 void moe_route_f32(float* probs, int32_t* idx, float* w, const float* logits, const float* bias,
                    int64_t N, const MoeRouting& r);
+void moe_route_backward_f32(float* dprobs, const float* dw, const float* probs, const int32_t* idx,
+                            int64_t N, const MoeRouting& r);  // bitwise the CPU's
 void gather_rows_f32(float* out, const float* x, const int32_t* index, int64_t M, int64_t C);
+// Bitwise the CPU's (each row sums its sources in j order); sorts the index on the device (CUB).
+void scatter_add_rows_f32(float* out, const float* rows, const int32_t* index, int64_t M, int64_t C);
 void moe_combine_f32(float* out, const float* rows, const int32_t* slot_of, const float* weights,
                      int64_t N, int64_t K, int64_t C);
 void moe_combine_backward_f32(float* drows, float* dweights, const float* dout, const float* rows,

@@ -170,6 +170,34 @@ GPU_TEST(CudaElementwiseTest, SwigluForwardBackwardMatchCpu) {
   }
 }
 
+GPU_TEST(CudaElementwiseTest, BiasRowsSigmoidBackwardAreBitwiseTheCpus) {
+  const Shape shapes[] = {{0, 5}, {3, 0}, {1, 1}, {7, 33}, {1000, 130}, {4, 70001}};
+  for (const Shape& s : shapes) {
+    const uint32_t seed = gputest::fresh_seed();
+    SCOPED_TRACE(testing::Message() << "seed " << seed << " rows " << s.rows << " cols " << s.cols);
+    std::mt19937 rng(seed);
+    const int64_t n = s.rows * s.cols;
+    const std::vector<float> y0 = gputest::randn(n, rng), b = gputest::randn(s.cols, rng);
+    const std::vector<float> db0 = gputest::randn(s.cols, rng);
+    std::vector<float> y = y0, db = db0;
+    bias_add_f32(y.data(), b.data(), s.rows, s.cols);
+    bias_backward_f32(db.data(), y0.data(), s.rows, s.cols);
+    DeviceArray<float> d_y(y0), d_b(b), d_db(db0), d_y0(y0);
+    cuda::bias_add_f32(d_y.data(), d_b.data(), s.rows, s.cols);
+    cuda::bias_backward_f32(d_db.data(), d_y0.data(), s.rows, s.cols);
+    EXPECT_EQ(d_y.download(), y) << "bias_add_f32: one add per element";
+    EXPECT_EQ(d_db.download(), db) << "bias_backward_f32: rows summed in order";
+
+    const std::vector<float> p = gputest::uniform(n, rng, 0.0f, 1.0f), dy = gputest::randn(n, rng);
+    std::vector<float> dx(n);
+    sigmoid_backward_f32(dx.data(), dy.data(), p.data(), n);
+    DeviceArray<float> d_p(p), d_dy(dy), d_dx(n);
+    d_dx.poison();
+    cuda::sigmoid_backward_f32(d_dx.data(), d_dy.data(), d_p.data(), n);
+    EXPECT_EQ(d_dx.download(), dx) << "sigmoid_backward_f32: the same two products";
+  }
+}
+
 // ---- reductions -----------------------------------------------------------------------------
 
 GPU_TEST(CudaReduceTest, FlatSumsAndAmaxMatchCpu) {

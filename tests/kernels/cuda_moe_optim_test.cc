@@ -132,6 +132,51 @@ GPU_TEST(CudaMoeTest, GatherCombineAndCombineBackward) {
   }
 }
 
+GPU_TEST(CudaMoeTest, ScatterAddRowsAndRouteBackwardAreBitwiseTheCpus) {
+  for (auto [N, K, C] : {std::tuple<int64_t, int64_t, int64_t>{97, 4, 130}, {1, 1, 1}, {512, 8, 256}}) {
+    const uint32_t seed = gputest::fresh_seed();
+    SCOPED_TRACE(testing::Message() << "seed " << seed << " N " << N << " K " << K << " C " << C);
+    std::mt19937 rng(seed);
+    // Scatter the expert slots back to their tokens (each token named up to K times), and an
+    // embedding-like scatter into a small table (rows named many times, in no order).
+    const Slots s = make_slots(N, K, 16, rng);
+    const std::vector<float> rows = gputest::randn(s.M * C, rng), out0 = gputest::randn(N * C, rng);
+    std::vector<int32_t> ids(static_cast<size_t>(N * K));
+    for (int32_t& id : ids) id = static_cast<int32_t>(rng() % 11);
+    const std::vector<float> rows2 = gputest::randn(N * K * C, rng), table0 = gputest::randn(11 * C, rng);
+    std::vector<float> out = out0, table = table0;
+    scatter_add_rows_f32(out.data(), rows.data(), s.slot_token.data(), s.M, C);
+    scatter_add_rows_f32(table.data(), rows2.data(), ids.data(), N * K, C);
+    DeviceArray<float> d_out(out0), d_rows(rows), d_table(table0), d_rows2(rows2);
+    DeviceArray<int32_t> d_slot_token(s.slot_token), d_ids(ids);
+    cuda::scatter_add_rows_f32(d_out.data(), d_rows.data(), d_slot_token.data(), s.M, C);
+    cuda::scatter_add_rows_f32(d_table.data(), d_rows2.data(), d_ids.data(), N * K, C);
+    EXPECT_EQ(d_out.download(), out) << "slots back to tokens, summed in slot order";
+    EXPECT_EQ(d_table.download(), table) << "repeated rows, summed in index order";
+
+    // The routing weights' backward, softmax and sigmoid, with and without renormalisation.
+    for (bool norm : {true, false}) {
+      MoeRouting r;
+      r.E = 16;
+      r.K = K;
+      r.norm_topk_prob = norm;
+      r.scoring = norm ? RouteScoring::kSigmoid : RouteScoring::kSoftmax;
+      r.routed_scaling_factor = 2.5f;
+      const std::vector<float> probs = gputest::uniform(N * r.E, rng, 0.01f, 1.0f);
+      const std::vector<float> dw = gputest::randn(N * K, rng), dp0 = gputest::randn(N * r.E, rng);
+      std::vector<int32_t> idx(static_cast<size_t>(N * K));
+      for (int64_t t = 0; t < N; ++t)
+        for (int64_t k = 0; k < K; ++k) idx[t * K + k] = static_cast<int32_t>((t + 3 * k) % r.E);
+      std::vector<float> dp = dp0;
+      moe_route_backward_f32(dp.data(), dw.data(), probs.data(), idx.data(), N, r);
+      DeviceArray<float> d_dp(dp0), d_dw(dw), d_probs(probs);
+      DeviceArray<int32_t> d_idx(idx);
+      cuda::moe_route_backward_f32(d_dp.data(), d_dw.data(), d_probs.data(), d_idx.data(), N, r);
+      EXPECT_EQ(d_dp.download(), dp) << "route backward, norm " << norm;
+    }
+  }
+}
+
 void check_adamw(bool bf16_moments, double beta1, bool decay, int64_t n, uint32_t seed) {
   SCOPED_TRACE(testing::Message() << "seed " << seed << " n " << n << " bf16 " << bf16_moments
                                   << " beta1 " << beta1 << " decay " << decay);

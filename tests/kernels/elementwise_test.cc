@@ -201,5 +201,45 @@ TEST(ElementwiseTest, SwigluBackwardMatchesFiniteDifferences) {
   }
 }
 
+TEST(ElementwiseTest, BiasRowsAndTheirColumnSums) {
+  std::mt19937 rng(11);
+  for (int64_t rows : {0, 1, 5, 33}) {
+    for (int64_t cols : {0, 1, 7, 65}) {
+      const std::vector<float> y0 = random_vec(rng, rows * cols), b = random_vec(rng, cols);
+      std::vector<float> y = y0;
+      bias_add_f32(y.data(), b.data(), rows, cols);
+      for (int64_t i = 0; i < rows * cols; ++i)  // one correctly rounded add each
+        EXPECT_EQ(y[i], static_cast<float>(double(y0[i]) + b[i % cols])) << rows << "x" << cols << " at " << i;
+      // Column sums accumulate onto db, rows in order: the float sum of a plain loop, bit for bit.
+      const std::vector<float> db0 = random_vec(rng, cols);
+      std::vector<float> db = db0;
+      bias_backward_f32(db.data(), y0.data(), rows, cols);
+      for (int64_t c = 0; c < cols; ++c) {
+        float want = db0[c];
+        double exact = db0[c];
+        for (int64_t r = 0; r < rows; ++r) {
+          want += y0[r * cols + c];
+          exact += y0[r * cols + c];
+        }
+        EXPECT_EQ(db[c], want) << rows << "x" << cols << " column " << c;
+        EXPECT_NEAR(db[c], exact, 1e-5 * (rows + 1)) << rows << "x" << cols << " column " << c;
+      }
+    }
+  }
+}
+
+TEST(ElementwiseTest, SigmoidBackwardIsTheDerivativeFromTheOutput) {
+  std::mt19937 rng(12);
+  for (int64_t n : kSizes) {
+    const std::vector<float> x = random_vec(rng, n, -6.0f, 6.0f), dy = random_vec(rng, n);
+    std::vector<float> y(n), dx(n);
+    for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>(sigmoid(x[i]));
+    sigmoid_backward_f32(dx.data(), dy.data(), y.data(), n);
+    for (int64_t i = 0; i < n; ++i)  // three fp32 roundings of the exact product from this y
+      EXPECT_NEAR(dx[i], dy[i] * double(y[i]) * (1.0 - y[i]), 4e-7 * std::fabs(dx[i]) + 1e-12) << i;
+    sigmoid_backward_f32(dx.data(), dy.data(), dx.data(), 0);  // empty: a no-op
+  }
+}
+
 }  // namespace
 }  // namespace strata
