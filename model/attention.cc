@@ -4,12 +4,10 @@
 #include <cstring>
 
 #include "core/check.h"
-#include "kernels/ops.h"
+#include "kernels/dispatch.h"  // dev:: ops on the compute device
 
 namespace strata {
 namespace {
-
-Tensor i32(int64_t n) { return Tensor::empty({n}, DType::kI32); }
 
 // Projections, q/k norm and RoPE for N tokens: fills q (N, Hq*D), k and v (N, Hkv*D); keeps the
 // pre-norm projections and norm statistics in `s` when qk_norm is on.
@@ -20,34 +18,34 @@ void project_qkv(Attention& a, AttentionSaved* s, float* q, float* k, float* v, 
   a.gemm_k.forward(k, x, a.wk.v(), N, a.C, kd);
   a.gemm_v.forward(v, x, a.wv.v(), N, a.C, kd);
   if (a.qkv_bias) {
-    bias_add_f32(q, a.bq.v(), N, qd);
-    bias_add_f32(k, a.bk.v(), N, kd);
-    bias_add_f32(v, a.bv.v(), N, kd);
+    dev::bias_add_f32(q, a.bq.v(), N, qd);
+    dev::bias_add_f32(k, a.bk.v(), N, kd);
+    dev::bias_add_f32(v, a.bv.v(), N, kd);
   }
   if (a.qk_norm) {
-    std::vector<float> q_rstd_tmp, k_rstd_tmp;
+    Tensor q_rstd_tmp, k_rstd_tmp;
     float* q_rstd;
     float* k_rstd;
     if (s) {
       s->q_raw = f32_matrix(N, qd);
       s->k_raw = f32_matrix(N, kd);
-      copy_f32(s->q_raw.f32(), q, N * qd);
-      copy_f32(s->k_raw.f32(), k, N * kd);
-      s->q_rstd = Tensor::empty({N * a.Hq}, DType::kF32);
-      s->k_rstd = Tensor::empty({N * a.Hkv}, DType::kF32);
+      dev::copy_f32(s->q_raw.f32(), q, N * qd);
+      dev::copy_f32(s->k_raw.f32(), k, N * kd);
+      s->q_rstd = f32_vector(N * a.Hq);
+      s->k_rstd = f32_vector(N * a.Hkv);
       q_rstd = s->q_rstd.f32();
       k_rstd = s->k_rstd.f32();
     } else {
-      q_rstd_tmp.resize(static_cast<size_t>(N * a.Hq));
-      k_rstd_tmp.resize(static_cast<size_t>(N * a.Hkv));
-      q_rstd = q_rstd_tmp.data();
-      k_rstd = k_rstd_tmp.data();
+      q_rstd_tmp = f32_vector(N * a.Hq);
+      k_rstd_tmp = f32_vector(N * a.Hkv);
+      q_rstd = q_rstd_tmp.f32();
+      k_rstd = k_rstd_tmp.f32();
     }
-    rmsnorm_forward_f32(q, q_rstd, q, a.q_norm.v(), N * a.Hq, a.D, a.norm_eps);
-    rmsnorm_forward_f32(k, k_rstd, k, a.k_norm.v(), N * a.Hkv, a.D, a.norm_eps);
+    dev::rmsnorm_forward_f32(q, q_rstd, q, a.q_norm.v(), N * a.Hq, a.D, a.norm_eps);
+    dev::rmsnorm_forward_f32(k, k_rstd, k, a.k_norm.v(), N * a.Hkv, a.D, a.norm_eps);
   }
-  rope_apply_f32(q, pos, rope.cos.data(), rope.sin.data(), N, a.Hq, a.D, false);
-  rope_apply_f32(k, pos, rope.cos.data(), rope.sin.data(), N, a.Hkv, a.D, false);
+  dev::rope_apply_f32(q, pos, rope.cos.f32(), rope.sin.f32(), N, a.Hq, a.D, false);
+  dev::rope_apply_f32(k, pos, rope.cos.f32(), rope.sin.f32(), N, a.Hkv, a.D, false);
 }
 
 }  // namespace
@@ -104,19 +102,18 @@ void attention_forward(Attention& a, AttentionSaved& s, float* out, const float*
   const int64_t N = B * T, qd = a.Hq * a.D, kd = a.Hkv * a.D;
   s.B = B;
   s.T = T;
-  s.pos = i32(N);
-  std::memcpy(s.pos.data<int32_t>(), pos, static_cast<size_t>(N) * sizeof(int32_t));
-  s.key_start = Tensor::zeros({B}, DType::kI32);
-  if (key_start) std::memcpy(s.key_start.data<int32_t>(), key_start, static_cast<size_t>(B) * sizeof(int32_t));
+  // pos and key_start live on the compute device, as every pointer of a model call does.
+  s.pos = i32_copy(pos, compute_device(), N);
+  s.key_start = key_start ? i32_copy(key_start, compute_device(), B) : Tensor::zeros({B}, DType::kI32, compute_device());
   s.q = f32_matrix(N, qd);
   s.k = f32_matrix(N, kd);
   s.v = f32_matrix(N, kd);
   project_qkv(a, &s, s.q.f32(), s.k.f32(), s.v.f32(), x, pos, N, rope);
   s.rope = &rope;
   s.att = f32_matrix(N, qd);
-  s.lse = Tensor::empty({B, a.Hq, T}, DType::kF32);
+  s.lse = Tensor::empty({B, a.Hq, T}, DType::kF32, compute_device());
   const float scale = 1.0f / std::sqrt(static_cast<float>(a.D));
-  attention_forward_f32(s.att.f32(), s.lse.f32(), s.q.f32(), s.k.f32(), s.v.f32(), s.key_start.data<int32_t>(), B, T,
+  dev::attention_forward_f32(s.att.f32(), s.lse.f32(), s.q.f32(), s.k.f32(), s.v.f32(), s.key_start.data<int32_t>(), B, T,
                         T, T, a.Hq, a.Hkv, a.D, scale);
   a.gemm_o.forward(out, s.att.f32(), a.wo.v(), N, qd, a.C);
 }
@@ -129,7 +126,7 @@ void attention_backward(Attention& a, AttentionSaved& s, float* dx, const float*
   };
   auto g = std::make_shared<Grads>();
   g->dout = f32_matrix(N, a.C);
-  copy_f32(g->dout.f32(), dout, N * a.C);
+  dev::copy_f32(g->dout.f32(), dout, N * a.C);
   g->dq = f32_matrix(N, qd);
   g->dk = f32_matrix(N, kd);
   g->dv = f32_matrix(N, kd);
@@ -139,30 +136,30 @@ void attention_backward(Attention& a, AttentionSaved& s, float* dx, const float*
   wg.add([&a, &s, g, N, qd] { a.gemm_o.backward_weight(a.wo.g(), g->dout.f32(), s.att.f32(), N, qd, a.C); });
 
   const float scale = 1.0f / std::sqrt(static_cast<float>(a.D));
-  attention_backward_f32(g->dq.f32(), g->dk.f32(), g->dv.f32(), datt.f32(), s.att.f32(), s.lse.f32(), s.q.f32(),
+  dev::attention_backward_f32(g->dq.f32(), g->dk.f32(), g->dv.f32(), datt.f32(), s.att.f32(), s.lse.f32(), s.q.f32(),
                          s.k.f32(), s.v.f32(), s.key_start.data<int32_t>(), B, T, T, T, a.Hq, a.Hkv, a.D, scale);
   // Undo RoPE (its transpose), then the q/k norms, to reach the gradients of the projections.
   const int32_t* pos = s.pos.data<int32_t>();
-  rope_apply_f32(g->dq.f32(), pos, s.rope->cos.data(), s.rope->sin.data(), N, a.Hq, a.D, true);
-  rope_apply_f32(g->dk.f32(), pos, s.rope->cos.data(), s.rope->sin.data(), N, a.Hkv, a.D, true);
+  dev::rope_apply_f32(g->dq.f32(), pos, s.rope->cos.f32(), s.rope->sin.f32(), N, a.Hq, a.D, true);
+  dev::rope_apply_f32(g->dk.f32(), pos, s.rope->cos.f32(), s.rope->sin.f32(), N, a.Hkv, a.D, true);
   if (a.qk_norm) {
     Tensor dq_normed = g->dq.clone(), dk_normed = g->dk.clone();
-    rmsnorm_backward_f32(g->dq.f32(), a.q_norm.g(), dq_normed.f32(), s.q_raw.f32(), a.q_norm.v(), s.q_rstd.f32(),
+    dev::rmsnorm_backward_f32(g->dq.f32(), a.q_norm.g(), dq_normed.f32(), s.q_raw.f32(), a.q_norm.v(), s.q_rstd.f32(),
                          N * a.Hq, a.D);
-    rmsnorm_backward_f32(g->dk.f32(), a.k_norm.g(), dk_normed.f32(), s.k_raw.f32(), a.k_norm.v(), s.k_rstd.f32(),
+    dev::rmsnorm_backward_f32(g->dk.f32(), a.k_norm.g(), dk_normed.f32(), s.k_raw.f32(), a.k_norm.v(), s.k_rstd.f32(),
                          N * a.Hkv, a.D);
   }
   if (a.qkv_bias) {
-    bias_backward_f32(a.bq.g(), g->dq.f32(), N, qd);
-    bias_backward_f32(a.bk.g(), g->dk.f32(), N, kd);
-    bias_backward_f32(a.bv.g(), g->dv.f32(), N, kd);
+    dev::bias_backward_f32(a.bq.g(), g->dq.f32(), N, qd);
+    dev::bias_backward_f32(a.bk.g(), g->dk.f32(), N, kd);
+    dev::bias_backward_f32(a.bv.g(), g->dv.f32(), N, kd);
   }
   a.gemm_q.backward_input(dx, g->dq.f32(), a.wq.v(), N, a.C, qd);
   Tensor tmp = f32_matrix(N, a.C);
   a.gemm_k.backward_input(tmp.f32(), g->dk.f32(), a.wk.v(), N, a.C, kd);
-  add_inplace_f32(dx, tmp.f32(), N * a.C);
+  dev::add_inplace_f32(dx, tmp.f32(), N * a.C);
   a.gemm_v.backward_input(tmp.f32(), g->dv.f32(), a.wv.v(), N, a.C, kd);
-  add_inplace_f32(dx, tmp.f32(), N * a.C);
+  dev::add_inplace_f32(dx, tmp.f32(), N * a.C);
   wg.add([&a, &s, g, N, qd, kd] {
     a.gemm_q.backward_weight(a.wq.g(), g->dq.f32(), s.x, N, a.C, qd);
     a.gemm_k.backward_weight(a.wk.g(), g->dk.f32(), s.x, N, a.C, kd);
@@ -181,14 +178,14 @@ void attention_decode(Attention& a, KVCache& cache, float* out, const float* x, 
   for (int64_t b = 0; b < B; ++b) {
     float* kc = cache.k.f32() + (b * cache.S_cap + cache.length) * kd;
     float* vc = cache.v.f32() + (b * cache.S_cap + cache.length) * kd;
-    copy_f32(kc, k.f32() + b * T_new * kd, T_new * kd);
-    copy_f32(vc, v.f32() + b * T_new * kd, T_new * kd);
+    dev::copy_f32(kc, k.f32() + b * T_new * kd, T_new * kd);
+    dev::copy_f32(vc, v.f32() + b * T_new * kd, T_new * kd);
   }
   cache.length += T_new;
   Tensor att = f32_matrix(N, qd);
-  std::vector<float> lse(static_cast<size_t>(B * a.Hq * T_new));
+  Tensor lse = f32_vector(B * a.Hq * T_new);
   const float scale = 1.0f / std::sqrt(static_cast<float>(a.D));
-  attention_forward_f32(att.f32(), lse.data(), q.f32(), cache.k.f32(), cache.v.f32(), key_start, B, T_new,
+  dev::attention_forward_f32(att.f32(), lse.f32(), q.f32(), cache.k.f32(), cache.v.f32(), key_start, B, T_new,
                         cache.length, cache.S_cap, a.Hq, a.Hkv, a.D, scale);
   a.gemm_o.forward(out, att.f32(), a.wo.v(), N, qd, a.C);
 }

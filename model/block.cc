@@ -1,6 +1,6 @@
 #include "model/block.h"
 
-#include "kernels/ops.h"
+#include "kernels/dispatch.h"  // dev:: ops on the compute device
 
 namespace strata {
 
@@ -50,22 +50,22 @@ void block_forward(Block& blk, BlockSaved& s, float* y, const float* x, const in
   s.rope = &rope;
   if (s.x.raw() != x) {
     s.x = f32_matrix(N, C);
-    copy_f32(s.x.f32(), x, N * C);
+    dev::copy_f32(s.x.f32(), x, N * C);
   }
   Tensor xn = f32_matrix(N, C);  // norm outputs: the layers keep what their backward needs of them
-  s.rstd1 = Tensor::empty({N}, DType::kF32);
-  rmsnorm_forward_f32(xn.f32(), s.rstd1.f32(), x, blk.attn_norm.v(), N, C, blk.norm_eps);
+  s.rstd1 = f32_vector(N);
+  dev::rmsnorm_forward_f32(xn.f32(), s.rstd1.f32(), x, blk.attn_norm.v(), N, C, blk.norm_eps);
   s.h = f32_matrix(N, C);
   attention_forward(blk.attn, s.attn, s.h.f32(), xn.f32(), pos, key_start, B, T, rope);
-  add_inplace_f32(s.h.f32(), x, N * C);
-  s.rstd2 = Tensor::empty({N}, DType::kF32);
-  rmsnorm_forward_f32(xn.f32(), s.rstd2.f32(), s.h.f32(), blk.mlp_norm.v(), N, C, blk.norm_eps);
+  dev::add_inplace_f32(s.h.f32(), x, N * C);
+  s.rstd2 = f32_vector(N);
+  dev::rmsnorm_forward_f32(xn.f32(), s.rstd2.f32(), s.h.f32(), blk.mlp_norm.v(), N, C, blk.norm_eps);
   if (blk.is_moe) {
     moe_forward(blk.moe, s.moe, y, xn.f32(), B, T);
   } else {
     mlp_forward(blk.mlp, s.mlp, y, xn.f32(), N);
   }
-  add_inplace_f32(y, s.h.f32(), N * C);
+  dev::add_inplace_f32(y, s.h.f32(), N * C);
   s.complete = true;
   if (blk.recompute) {  // keep the input (and the MoE statistics); rebuild the rest in backward
     s.rstd1 = s.h = s.rstd2 = Tensor();
@@ -101,29 +101,29 @@ void block_backward(Block& blk, BlockSaved& s, float* dx, const float* dy, Weigh
   } else {
     mlp_backward(blk.mlp, s.mlp, dxn.f32(), dy, wg);
   }
-  rmsnorm_backward_f32(dh.f32(), blk.mlp_norm.g(), dxn.f32(), s.h.f32(), blk.mlp_norm.v(), s.rstd2.f32(), N, C);
-  add_inplace_f32(dh.f32(), dy, N * C);
+  dev::rmsnorm_backward_f32(dh.f32(), blk.mlp_norm.g(), dxn.f32(), s.h.f32(), blk.mlp_norm.v(), s.rstd2.f32(), N, C);
+  dev::add_inplace_f32(dh.f32(), dy, N * C);
   // h = x + attn(norm1(x)): dx = dh + norm1'(attn'(dh)).
   attention_backward(blk.attn, s.attn, dxn.f32(), dh.f32(), wg);
-  rmsnorm_backward_f32(dx, blk.attn_norm.g(), dxn.f32(), s.x.f32(), blk.attn_norm.v(), s.rstd1.f32(), N, C);
-  add_inplace_f32(dx, dh.f32(), N * C);
+  dev::rmsnorm_backward_f32(dx, blk.attn_norm.g(), dxn.f32(), s.x.f32(), blk.attn_norm.v(), s.rstd1.f32(), N, C);
+  dev::add_inplace_f32(dx, dh.f32(), N * C);
 }
 
 void block_decode(Block& blk, KVCache& cache, float* y, const float* x, const int32_t* pos,
                   const int32_t* key_start, int64_t B, int64_t T_new, const RopeTables& rope) {
   const int64_t N = B * T_new, C = blk.attn.C;
-  Tensor xn = f32_matrix(N, C), rstd = Tensor::empty({N}, DType::kF32), h = f32_matrix(N, C);
-  rmsnorm_forward_f32(xn.f32(), rstd.f32(), x, blk.attn_norm.v(), N, C, blk.norm_eps);
+  Tensor xn = f32_matrix(N, C), rstd = f32_vector(N), h = f32_matrix(N, C);
+  dev::rmsnorm_forward_f32(xn.f32(), rstd.f32(), x, blk.attn_norm.v(), N, C, blk.norm_eps);
   attention_decode(blk.attn, cache, h.f32(), xn.f32(), pos, key_start, B, T_new, rope);
-  add_inplace_f32(h.f32(), x, N * C);
-  rmsnorm_forward_f32(xn.f32(), rstd.f32(), h.f32(), blk.mlp_norm.v(), N, C, blk.norm_eps);
+  dev::add_inplace_f32(h.f32(), x, N * C);
+  dev::rmsnorm_forward_f32(xn.f32(), rstd.f32(), h.f32(), blk.mlp_norm.v(), N, C, blk.norm_eps);
   if (blk.is_moe) {
     MoeSaved scratch;
     moe_forward(blk.moe, scratch, y, xn.f32(), B, T_new);
   } else {
     mlp_infer(blk.mlp, y, xn.f32(), N);
   }
-  add_inplace_f32(y, h.f32(), N * C);
+  dev::add_inplace_f32(y, h.f32(), N * C);
 }
 
 }  // namespace strata

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "kernels/dispatch.h"  // compute_device
 
 namespace strata {
 
@@ -29,6 +30,11 @@ struct Param {
   void allocate(const Shape& shape, bool with_grad = true) {
     value = Tensor::zeros(shape, DType::kF32);
     if (with_grad) grad = Tensor::zeros(shape, DType::kF32);
+  }
+  // Moves the value and the gradient to `device` (a copy; pointers taken before are stale).
+  void to(Device device) {
+    if (value.defined()) value = value.to(device);
+    if (grad.defined()) grad = grad.to(device);
   }
   bool defined() const { return value.defined(); }
   float* v() const { return value.f32(); }
@@ -52,8 +58,18 @@ struct ParamRef {
 
 using ParamList = std::vector<ParamRef>;
 
-// An uninitialised fp32 CPU matrix (rows, cols): the activation buffers every layer allocates.
-inline Tensor f32_matrix(int64_t rows, int64_t cols) { return Tensor::empty({rows, cols}, DType::kF32); }
+// Uninitialised fp32 activation buffers, (rows, cols) and (n,), on this thread's compute device
+// (the CPU, or the GPU a model moved there runs on: kernels/dispatch.h).
+inline Tensor f32_matrix(int64_t rows, int64_t cols) {
+  return Tensor::empty({rows, cols}, DType::kF32, compute_device());
+}
+inline Tensor f32_vector(int64_t n) { return Tensor::empty({n}, DType::kF32, compute_device()); }
+// A copy of n int32 (token ids, positions) from `src` on src_device, on the compute device.
+inline Tensor i32_copy(const int32_t* src, Device src_device, int64_t n) {
+  Tensor t = Tensor::empty({n}, DType::kI32, compute_device());
+  device_copy(t.raw(), t.device(), src, src_device, static_cast<size_t>(n) * sizeof(int32_t));
+  return t;
+}
 
 // Fills every parameter from the counter-based RNG keyed by (seed, name, element offset), so any
 // layout and any shard of a tensor starts from the same numbers (REFERENCE.md section 1).

@@ -37,9 +37,14 @@ void RopeTables::build(const ModelConfig& config) {
   inv_freq = rope_inv_freq(config);
   half = static_cast<int64_t>(inv_freq.size());
   max_pos = config.max_seq_len;
-  cos.resize(static_cast<size_t>(max_pos * half));
-  sin.resize(static_cast<size_t>(max_pos * half));
-  rope_tables_f32(cos.data(), sin.data(), inv_freq.data(), max_pos, 2 * half);
+  cos = Tensor::empty({max_pos, half}, DType::kF32);
+  sin = Tensor::empty({max_pos, half}, DType::kF32);
+  rope_tables_f32(cos.f32(), sin.f32(), inv_freq.data(), max_pos, 2 * half);
+}
+
+void RopeTables::to(Device device) {
+  cos = cos.to(device);
+  sin = sin.to(device);
 }
 
 }  // namespace strata

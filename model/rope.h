@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/tensor.h"
 #include "model/config.h"
 
 namespace strata {
@@ -14,9 +15,10 @@ namespace strata {
 struct RopeTables {
   int64_t max_pos = 0, half = 0;  // half = D / 2
   std::vector<float> inv_freq;    // (D/2,)
-  std::vector<float> cos, sin;    // (max_pos, D/2)
+  Tensor cos, sin;                // (max_pos, D/2) fp32, on the model's device
 
-  void build(const ModelConfig& config);
+  void build(const ModelConfig& config);  // on the CPU
+  void to(Device device);
 };
 
 // inv_freq as transformers computes it for `config` (default or llama3 scaling).

@@ -3,8 +3,7 @@
 #include <cstring>
 
 #include "core/check.h"
-#include "kernels/moe_ops.h"  // gather_rows_f32, scatter_add_rows_f32 (the embedding)
-#include "kernels/ops.h"
+#include "kernels/dispatch.h"  // dev:: ops on the compute device
 
 namespace strata {
 
@@ -50,7 +49,8 @@ int64_t mlp_bytes(const MlpSaved& s) { return s.x.bytes() + s.act.bytes() + tens
 }  // namespace
 
 int64_t activation_bytes(const Activations& acts) {
-  int64_t n = tensor_bytes({&acts.final_in, &acts.final_rstd, &acts.final_out, &acts.logits, &acts.lse});
+  int64_t n = tensor_bytes({&acts.final_in, &acts.final_rstd, &acts.final_out, &acts.logits, &acts.lse, &acts.tokens,
+                            &acts.targets, &acts.positions, &acts.key_start});
   for (const BlockSaved& b : acts.blocks) {
     n += tensor_bytes({&b.x, &b.rstd1, &b.h, &b.rstd2});
     const AttentionSaved& a = b.attn;
@@ -163,7 +163,23 @@ Param* Transformer::find_param(const std::string& name) const {
 }
 
 void Transformer::init(uint64_t seed) {
+  CHECK(device_.is_cpu()) << "init() writes parameters on the CPU: call it before to_device()";
   init_params(params_, seed, static_cast<float>(config_.init_std));
+  mark_weights_changed();
+}
+
+void Transformer::to_device(Device device) {
+  if (device == device_) return;
+  if (device.is_cuda()) {
+    CHECK(built_with_cuda()) << "a model on " << device.to_string() << " needs a CUDA build (-DSTRATA_CUDA=ON)";
+    for (const Block& b : blocks_)
+      CHECK(!b.is_moe) << "layers." << b.index << " is a MoE block: MoE blocks run on the CPU only so far (their "
+                       << "routing bookkeeping is host code; #11)";
+  }
+  for (const ParamRef& p : params_) p.param->to(device);
+  rope_.to(device);
+  for (LinearGemm* g : linear_gemms()) g->set_device(device);
+  device_ = device;
   mark_weights_changed();
 }
 
@@ -176,13 +192,13 @@ std::vector<LinearGemm*> Transformer::linear_gemms() {
 
 void Transformer::embed(const int32_t* tokens, int64_t N, float* out) const {
   const int64_t C = config_.d_model;
-  gather_rows_f32(out, embed_.v(), tokens, N, C);
+  dev::gather_rows_f32(out, embed_.v(), tokens, N, C);
 }
 
 void Transformer::head_forward(const float* hidden, int64_t N, float* logits, Activations* acts) {
   const int64_t C = config_.d_model, V = config_.vocab_size;
-  Tensor normed = f32_matrix(N, C), rstd = Tensor::empty({N}, DType::kF32);
-  rmsnorm_forward_f32(normed.f32(), rstd.f32(), hidden, final_norm_.v(), N, C, static_cast<float>(config_.norm_eps));
+  Tensor normed = f32_matrix(N, C), rstd = f32_vector(N);
+  dev::rmsnorm_forward_f32(normed.f32(), rstd.f32(), hidden, final_norm_.v(), N, C, static_cast<float>(config_.norm_eps));
   const float* w = tied_ ? embed_.v() : head_.v();
   gemm_head_.forward(logits, normed.f32(), w, N, C, V);
   if (acts) {
@@ -202,17 +218,22 @@ double Transformer::forward(const Batch& batch, Activations& acts, double loss_d
   acts.chunk = chunk;
   acts.loss_denominator = loss_denominator;
   acts.blocks.resize(end - first);
+  ComputeDeviceScope on(device_);
+  acts.tokens = i32_copy(batch.tokens.data(), Device::cpu(), N);
+  acts.targets = i32_copy(batch.targets.data(), Device::cpu(), N);
+  acts.positions = i32_copy(batch.positions.data(), Device::cpu(), N);
+  acts.key_start = i32_copy(batch.key_start.data(), Device::cpu(), B);
   Tensor x = f32_matrix(N, C);
   if (embeds) {
-    embed(batch.tokens.data(), N, x.f32());
+    embed(acts.tokens.data<int32_t>(), N, x.f32());
   } else {
     CHECK(input != nullptr) << "a stage without the embedding needs its input hidden states";
-    copy_f32(x.f32(), input, N * C);
+    dev::copy_f32(x.f32(), input, N * C);
   }
   Tensor y = f32_matrix(N, C);
   for (size_t i = 0; i < acts.blocks.size(); ++i) {
-    block_forward(blocks_[first + i], acts.blocks[i], y.f32(), x.f32(), batch.positions.data(), batch.key_start.data(), B,
-                  T, rope_);
+    block_forward(blocks_[first + i], acts.blocks[i], y.f32(), x.f32(), acts.positions.data<int32_t>(),
+                  acts.key_start.data<int32_t>(), B, T, rope_);
     std::swap(x, y);
     if (progress_) progress_();
   }
@@ -259,19 +280,20 @@ double Transformer::forward(const Batch& batch, Activations& acts, double loss_d
 
   if (!heads) {
     CHECK(output != nullptr) << "a stage without the head must write its output hidden states";
-    copy_f32(output, x.f32(), N * C);
+    dev::copy_f32(output, x.f32(), N * C);
     return acts.aux_loss;
   }
   acts.final_in = x;
   acts.logits = f32_matrix(N, V);
-  acts.lse = Tensor::empty({N}, DType::kF32);
+  acts.lse = f32_vector(N);
   head_forward(x.f32(), N, acts.logits.f32(), &acts);
-  if (batch.logit_scale != 1.0f) scale_f32(acts.logits.f32(), batch.logit_scale, N * V);
-  std::vector<float> losses(static_cast<size_t>(N));
-  acts.loss_sum =
-      cross_entropy_forward_f32(losses.data(), acts.lse.f32(), acts.logits.f32(), batch.targets.data(), N, V);
+  if (batch.logit_scale != 1.0f) dev::scale_f32(acts.logits.f32(), batch.logit_scale, N * V);
+  Tensor losses = f32_vector(N);
+  acts.loss_sum = dev::cross_entropy_forward_f32(losses.f32(), acts.lse.f32(), acts.logits.f32(),
+                                                 acts.targets.data<int32_t>(), N, V);
+  const Tensor host_losses = losses.device().is_cpu() ? losses : losses.to(Device::cpu());
   acts.token_logp.resize(static_cast<size_t>(N));
-  for (int64_t i = 0; i < N; ++i) acts.token_logp[i] = -losses[i];
+  for (int64_t i = 0; i < N; ++i) acts.token_logp[i] = -host_losses.f32()[i];
   acts.token_logp_grad.clear();
   return acts.loss_sum / loss_denominator + acts.aux_loss;
 }
@@ -291,22 +313,25 @@ void Transformer::backward_input(Activations& acts, const float* d_output, float
   };
   const Batch& batch = *acts.batch;
   const int64_t N = batch.B * batch.T, C = config_.d_model, V = config_.vocab_size;
+  ComputeDeviceScope on(device_);
   Tensor dx = f32_matrix(N, C);
   if (heads) {
     // Loss -> logits -> head and final norm.
     // d loss / d logits = (softmax - onehot) * s per token, through the logit scale: s is
     // 1/denominator for the cross-entropy, -d loss/d logp for a loss on log-probs.
     float* dlogits = acts.logits.f32();
-    std::vector<float> row_scale;
+    Tensor row_scale;  // (N,) on the model's device
     float scale = static_cast<float>(batch.logit_scale / acts.loss_denominator);
     if (!acts.token_logp_grad.empty()) {
       CHECK_EQ(static_cast<int64_t>(acts.token_logp_grad.size()), N) << "token_logp_grad per token";
-      row_scale.resize(static_cast<size_t>(N));
-      for (int64_t i = 0; i < N; ++i) row_scale[i] = -acts.token_logp_grad[i];
+      std::vector<float> rs(static_cast<size_t>(N));
+      for (int64_t i = 0; i < N; ++i) rs[i] = -acts.token_logp_grad[i];
+      row_scale = Tensor::from_f32({N}, rs);
+      if (!device_.is_cpu()) row_scale = row_scale.to(device_);
       scale = batch.logit_scale;
     }
-    cross_entropy_backward_f32(dlogits, acts.logits.f32(), batch.targets.data(), acts.lse.f32(), scale, N, V,
-                               row_scale.empty() ? nullptr : row_scale.data());
+    dev::cross_entropy_backward_f32(dlogits, acts.logits.f32(), acts.targets.data<int32_t>(), acts.lse.f32(), scale,
+                                    N, V, row_scale.defined() ? row_scale.f32() : nullptr);
     Tensor dnormed = f32_matrix(N, C);
     const float* w = tied_ ? embed_.v() : head_.v();
     gemm_head_.backward_input(dnormed.f32(), dlogits, w, N, C, V);
@@ -315,12 +340,12 @@ void Transformer::backward_input(Activations& acts, const float* d_output, float
     acts.weight_grads.add([this, head_param, logits, final_out, N, C, V] {
       gemm_head_.backward_weight(head_param->g(), logits.f32(), final_out.f32(), N, C, V);
     });
-    rmsnorm_backward_f32(dx.f32(), final_norm_.g(), dnormed.f32(), acts.final_in.f32(), final_norm_.v(),
+    dev::rmsnorm_backward_f32(dx.f32(), final_norm_.g(), dnormed.f32(), acts.final_in.f32(), final_norm_.v(),
                          acts.final_rstd.f32(), N, C);
     finish_segment();
   } else {
     CHECK(d_output != nullptr) << "a stage without the head needs the gradient of its output";
-    copy_f32(dx.f32(), d_output, N * C);
+    dev::copy_f32(dx.f32(), d_output, N * C);
   }
   Tensor dprev = f32_matrix(N, C);
   for (size_t i = acts.blocks.size(); i-- > 0;) {
@@ -331,12 +356,17 @@ void Transformer::backward_input(Activations& acts, const float* d_output, float
   }
   if (embeds) {
     // Scatter-add into the embedding rows the batch used (deterministic order: token index).
-    scatter_add_rows_f32(embed_.g(), dx.f32(), batch.tokens.data(), N, C);
+    dev::scatter_add_rows_f32(embed_.g(), dx.f32(), acts.tokens.data<int32_t>(), N, C);
   } else {
     CHECK(d_input != nullptr) << "a stage without the embedding passes its input gradient back";
-    copy_f32(d_input, dx.f32(), N * C);
+    dev::copy_f32(d_input, dx.f32(), N * C);
   }
   while (ready != nullptr && segment < segments.size()) finish_segment();  // the embedding
+}
+
+void Transformer::backward_weight(Activations& acts) {
+  ComputeDeviceScope on(device_);
+  acts.weight_grads.run();
 }
 
 void Transformer::release_after_backward_input(Activations& acts) const {
@@ -403,6 +433,7 @@ Tensor Transformer::decode_chunk(std::vector<KVCache>& caches, int chunk, const 
                                  const std::vector<int32_t>& positions, const std::vector<int32_t>& key_start,
                                  int64_t B, int64_t T_new, bool last_only, const float* input, float* output) {
   CHECK_EQ(caches.size(), blocks_.size());
+  CHECK(device_.is_cpu()) << "decoding on " << device_.to_string() << " is not wired yet (#11): it runs on the CPU";
   CHECK(chunk >= 0 && chunk < n_chunks()) << "chunk " << chunk << " of " << n_chunks();
   const auto [first, end] = chunk_blocks_[static_cast<size_t>(chunk)];
   const bool embeds = stage_.has_embedding && chunk == 0, heads = stage_.has_head && chunk == n_chunks() - 1;
@@ -414,7 +445,7 @@ Tensor Transformer::decode_chunk(std::vector<KVCache>& caches, int chunk, const 
     embed(tokens.data(), N, x.f32());
   } else {
     CHECK(input != nullptr) << "a stage without the embedding decodes from its input hidden states";
-    copy_f32(x.f32(), input, N * C);
+    dev::copy_f32(x.f32(), input, N * C);
   }
   const int32_t* ks = key_start.empty() ? nullptr : key_start.data();
   for (size_t i = first; i < end; ++i) {
@@ -424,12 +455,12 @@ Tensor Transformer::decode_chunk(std::vector<KVCache>& caches, int chunk, const 
   }
   if (!heads) {
     CHECK(output != nullptr) << "a stage without the head passes its hidden states on";
-    copy_f32(output, x.f32(), N * C);
+    dev::copy_f32(output, x.f32(), N * C);
     return Tensor();
   }
   if (last_only && T_new > 1) {
     Tensor last = f32_matrix(B, C);
-    for (int64_t b = 0; b < B; ++b) copy_f32(last.f32() + b * C, x.f32() + ((b + 1) * T_new - 1) * C, C);
+    for (int64_t b = 0; b < B; ++b) dev::copy_f32(last.f32() + b * C, x.f32() + ((b + 1) * T_new - 1) * C, C);
     x = last;
   }
   const int64_t rows = last_only ? B : N;

@@ -72,6 +72,9 @@ struct Activations {
   // loss defined on log-probs (GRPO). Empty: the loss is the mean cross-entropy forward returned.
   std::vector<float> token_logp_grad;
   WeightGrads weight_grads;
+  // The batch's ids on the model's device (copied by forward): (N,) tokens, targets, positions;
+  // (B,) key_start.
+  Tensor tokens, targets, positions, key_start;
 };
 
 // Bytes one micro-batch's forward keeps for its backward (the activation memory of a step is
@@ -109,6 +112,14 @@ class Transformer {
   Param* find_param(const std::string& name) const;
   void init(uint64_t seed);
 
+  // Moves the parameters (values and gradients), the RoPE tables and every LinearGemm to
+  // `device`: forward and backward then run there, activations included, with each batch's ids
+  // copied over per call; logits and parameters stay there (read them with Tensor::to). Call it
+  // after init() or loading, which write parameters through host pointers. On a GPU so far: dense
+  // blocks (MoE blocks are refused: their routing bookkeeping is host code), no decoding (#11).
+  void to_device(Device device);
+  Device device() const { return device_; }
+
   // Forward of chunk `chunk` of this stage. The first (chunk 0 with the embedding) reads
   // batch.tokens; others read `input` (N, C). The last (last chunk with the head) computes the loss
   // (returned: loss_sum / loss_denominator + aux); others write `output` (N, C) and return aux.
@@ -123,7 +134,7 @@ class Transformer {
   using GradsReadyFn = std::function<void(const std::vector<Param*>&)>;
   void backward_input(Activations& acts, const float* d_output = nullptr, float* d_input = nullptr,
                       const GradsReadyFn* ready = nullptr);
-  void backward_weight(Activations& acts) { acts.weight_grads.run(); }
+  void backward_weight(Activations& acts);
   // Between backward_input and a deferred backward_weight (ZB-H1): frees every saved tensor but
   // the weight-gradient GEMMs' inputs, so a micro-batch waiting for its W holds only those.
   void release_after_backward_input(Activations& acts) const;
@@ -194,6 +205,7 @@ class Transformer {
   LinearGemm gemm_head_;
   bool tied_ = false;
   int64_t weights_epoch_ = 0;  // see mark_weights_changed(); LinearGemms hold a pointer to it
+  Device device_ = Device::cpu();  // where parameters live and forward/backward compute (to_device)
   std::function<void()> progress_;
   ParamList params_;
   std::vector<std::pair<size_t, size_t>> chunk_blocks_;  // (n_chunks,) [begin, end) into blocks_

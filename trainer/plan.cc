@@ -36,13 +36,15 @@
 //                slot_of 3*N*K + slot_token M [+ shared gate N]
 //   model.recompute full: a block keeps its input x N*C only.
 //   head: final_in N*C + final_rstd N + final_out N*C + logits N*V + lse N.
+//   the batch's ids on the model's device: tokens, targets, positions 3*N + key_start B.
 //   (*) a linear layer's saved input: fp32 rows*cols, or (fp8 with fp8.cache_activations, the
 //   module not kept in high precision) rows*cols bytes of codes + 4 bytes per scale (one per
 //   1x128 tile; one per tensor with tensorwise_delayed, counted for all E experts) outside
 //   Tensor storage.
 // Activation peak: the allocation timeline of one micro-batch, replayed (MicroBatchTimeline):
 //   forward: two hidden buffers 2*N*C + the saved tensors so far + the block's temporaries
-//     (normed input N*C; MLP act N*F; MoE logits N*E, gathered input M*C, act M*Fe);
+//     (normed input N*C; MLP act N*F; MoE logits N*E, gathered input M*C, act M*Fe), then the
+//     per-token losses N;
 //   backward: everything saved + dx, dprev 2*N*C + the block's temporaries (dxn, dh 2*N*C; MLP
 //     dact N*F, tmp N*C; MoE shared dy, dxs 2*N*C, dact M*Fe, dxe, tmp 2*M*C, dprobs N*E,
 //     dx_router N*C; attention datt N*qd, tmp N*C, qk-norm clones N*(qd + kd)) + the operands of
@@ -152,9 +154,10 @@ class MicroBatchTimeline {
   ActivationPlan run(bool per_segment) {
     now_ = peak_ = host_ = 0;
     const bool recompute = m_.recompute == Recompute::kFull;
-    // Transformer::forward: hidden buffers x and y, then every block, then the head.
+    // Transformer::forward: the batch's ids on the model's device (tokens, targets, positions,
+    // key_start), hidden buffers x and y, then every block, then the head.
+    int64_t saved = alloc(3 * N + B);
     const int64_t x = alloc(N * C), y = alloc(N * C);
-    int64_t saved = 0;
     for (int64_t i = 0; i < m_.n_layers; ++i) {
       const int64_t host_before = host_;
       const int64_t kept = block_forward(m_.is_moe_block(i), /*input_saved=*/false);
@@ -167,6 +170,7 @@ class MicroBatchTimeline {
       }
     }
     saved += x + alloc(N * V) + alloc(N) + alloc(N * C) + alloc(N);  // final_in, logits, lse, final_out, rstd
+    free(alloc(N));  // the per-token losses
     free(y);
     ActivationPlan out;
     out.saved_tensor = saved;

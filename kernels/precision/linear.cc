@@ -62,14 +62,24 @@ LinearGemm::LinearGemm(const PrecisionConfig& config, const std::string& module_
   }
   // The router decides which experts run: outside fp8 it stays fp32 whatever the mode.
   if (module_kind == "router" && mode_ == PrecisionMode::kBf16) mode_ = PrecisionMode::kFp32;
-  if (device_.is_cuda()) {
-    CHECK(built_with_cuda()) << name_ << ": a linear layer on " << device_.to_string() << " needs a CUDA build";
-    CHECK(!(mode_ == PrecisionMode::kFp8 && fp8_.recipe == Fp8Recipe::kTensorwiseDelayed))
-        << name_ << ": fp8 recipe tensorwise_delayed runs on the CPU only so far; use precision.fp8.recipe: blockwise on "
-        << device_.to_string();
-    CHECK(!(mode_ == PrecisionMode::kFp8 && fp8_.cache_activations))
-        << name_ << ": precision.fp8.cache_activations runs on the CPU only so far";
-  }
+  check_device();
+}
+
+void LinearGemm::check_device() const {
+  if (!device_.is_cuda()) return;
+  CHECK(built_with_cuda()) << name_ << ": a linear layer on " << device_.to_string() << " needs a CUDA build";
+  CHECK(!(mode_ == PrecisionMode::kFp8 && fp8_.recipe == Fp8Recipe::kTensorwiseDelayed))
+      << name_ << ": fp8 recipe tensorwise_delayed runs on the CPU only so far; use precision.fp8.recipe: blockwise on "
+      << device_.to_string();
+  CHECK(!(mode_ == PrecisionMode::kFp8 && fp8_.cache_activations))
+      << name_ << ": precision.fp8.cache_activations runs on the CPU only so far";
+}
+
+void LinearGemm::set_device(Device device) {
+  device_ = device;
+  check_device();
+  cuda_.reset();        // the GPU's cached weight operands
+  w_cache_epoch_ = -1;  // and the CPU's
 }
 
 DType LinearGemm::operand_format(GemmOperand op) const {

@@ -104,6 +104,9 @@ class LinearGemm {
              const int64_t* weights_epoch = nullptr, Device device = Device::cpu());
 
   Device device() const { return device_; }
+  // Moves the layer to `device` (every pointer passed afterwards lives there); cached weight
+  // operands are dropped. The same refusals as the constructor's.
+  void set_device(Device device);
 
   const std::string& name() const { return name_; }
   // The format this module actually runs in (fp8 modules kept high run in bf16 or fp32).
@@ -144,6 +147,7 @@ class LinearGemm {
   // The weight operand of forward/backward_input, cached while the weights epoch holds.
   const float* weight_operand(const float* W, int64_t N, int64_t K, const char* use);
   void note(const QuantStats& st, GemmOperand op, const char* use);
+  void check_device() const;  // what this build and the GPU path support
   // The GPU path (linear_cuda.cc).
   void forward_cuda(float* y, const float* x, const float* W, int64_t T, int64_t K, int64_t N, SavedInput* save);
   void backward_input_cuda(float* dx, const float* dy, const float* W, int64_t T, int64_t K, int64_t N);
