@@ -248,19 +248,12 @@ int run(const Options& opt) {
 }  // namespace strata
 
 int main(int argc, char** argv) {
-  bool quick = false;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--quick") == 0) {
-      quick = true;
-    } else {
-      std::fprintf(stderr, "usage: %s [--quick]\n", argv[0]);
-      return 2;
-    }
-  }
+  strata::gpubench::Args args;  // --peak-tflops is accepted and unused: the table is TFLOP/s
+  if (!strata::gpubench::parse_args(argc, argv, args)) return 2;
   if (strata::gpubench::skip_without_gpu("gpu_bench")) return 0;
 #ifdef STRATA_WITH_CUDA
   strata::Options opt;
-  if (quick) {
+  if (args.quick) {
     opt.warmup = 2;
     opt.runs = 7;
     opt.shapes = {{4096, 4096, 4096}};
@@ -269,7 +262,7 @@ int main(int argc, char** argv) {
   }
   return strata::run(opt);
 #else
-  (void)quick;
+  (void)args;
   return 0;
 #endif
 }

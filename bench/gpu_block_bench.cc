@@ -22,7 +22,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -329,24 +328,8 @@ class BlockStep {
 // Median milliseconds of one block step, and its FLOP.
 std::pair<double, double> time_step(const BlockShape& s, PrecisionMode mode, int runs) {
   BlockStep b(s, mode);
-  const cudaStream_t st = static_cast<cudaStream_t>(cuda::current_stream());
-  for (int i = 0; i < 2; ++i) b.step();
-  cudaEvent_t start, stop;
-  check(cudaEventCreate(&start), "cudaEventCreate");
-  check(cudaEventCreate(&stop), "cudaEventCreate");
-  std::vector<double> ms;
-  for (int i = 0; i < runs; ++i) {
-    check(cudaEventRecord(start, st), "cudaEventRecord");
-    b.step();
-    check(cudaEventRecord(stop, st), "cudaEventRecord");
-    check(cudaEventSynchronize(stop), "cudaEventSynchronize");
-    float t = 0;
-    check(cudaEventElapsedTime(&t, start, stop), "cudaEventElapsedTime");
-    ms.push_back(t);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  return {gpubench::median(ms), b.flop()};
+  const double ms = gpubench::median_ms([&] { b.step(); }, 2, runs, "gpu_block_bench");
+  return {ms, b.flop()};
 }
 
 int run(bool quick, double peak_tflops) {
@@ -382,24 +365,12 @@ int run(bool quick, double peak_tflops) {
 }  // namespace strata
 
 int main(int argc, char** argv) {
-  bool quick = false;
-  double peak = 989.0;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--quick") == 0) {
-      quick = true;
-    } else if (std::strcmp(argv[i], "--peak-tflops") == 0 && i + 1 < argc) {
-      peak = std::atof(argv[++i]);
-    } else {
-      std::fprintf(stderr, "usage: %s [--quick] [--peak-tflops X]\n", argv[0]);
-      return 2;
-    }
-  }
+  strata::gpubench::Args args;
+  if (!strata::gpubench::parse_args(argc, argv, args)) return 2;
   if (strata::gpubench::skip_without_gpu("gpu_block_bench")) return 0;
 #ifdef STRATA_WITH_CUDA
-  return strata::run(quick, peak);
+  return strata::run(args.quick, args.peak_tflops);
 #else
-  (void)quick;
-  (void)peak;
   return 0;
 #endif
 }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "core/device.h"
@@ -18,6 +19,28 @@
 #endif
 
 namespace strata::gpubench {
+
+// The benchmarks' command line: [--quick] [--peak-tflops X].
+struct Args {
+  bool quick = false;          // smaller shapes, fewer runs
+  double peak_tflops = 989.0;  // MFU's denominator: dense bf16 of an H100/H200 SXM
+};
+
+// False, after printing the usage, when an argument is not one of Args'.
+inline bool parse_args(int argc, char** argv, Args& args) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--quick") {
+      args.quick = true;
+    } else if (a == "--peak-tflops" && i + 1 < argc) {
+      args.peak_tflops = std::atof(argv[++i]);
+    } else {
+      std::fprintf(stderr, "usage: %s [--quick] [--peak-tflops X]\n", argv[0]);
+      return false;
+    }
+  }
+  return true;
+}
 
 // True, after printing "<prog>: skipped: <why>", when this build has no CUDA or sees no GPU.
 inline bool skip_without_gpu(const char* prog) {
@@ -62,6 +85,30 @@ inline float* random_device_f32(int64_t n, float scale, uint64_t seed) {
 inline double median(std::vector<double>& v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
+}
+
+// Median milliseconds of `runs` calls of step() after `warmup` untimed ones, each call timed by
+// cudaEvents on the current stream (waiting for it before the next).
+template <typename Step>
+double median_ms(Step&& step, int warmup, int runs, const char* prog) {
+  for (int i = 0; i < warmup; ++i) step();
+  const cudaStream_t st = static_cast<cudaStream_t>(cuda::current_stream());
+  cudaEvent_t start, stop;
+  check_cuda(cudaEventCreate(&start), prog, "cudaEventCreate");
+  check_cuda(cudaEventCreate(&stop), prog, "cudaEventCreate");
+  std::vector<double> ms;
+  for (int i = 0; i < runs; ++i) {
+    check_cuda(cudaEventRecord(start, st), prog, "cudaEventRecord");
+    step();
+    check_cuda(cudaEventRecord(stop, st), prog, "cudaEventRecord");
+    check_cuda(cudaEventSynchronize(stop), prog, "cudaEventSynchronize");
+    float t = 0;
+    check_cuda(cudaEventElapsedTime(&t, start, stop), prog, "cudaEventElapsedTime");
+    ms.push_back(t);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return median(ms);
 }
 #endif
 

@@ -16,7 +16,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -80,7 +79,6 @@ std::pair<double, double> time_block(const BlockConfig& b, PrecisionMode mode, i
       ls.push_back(std::move(l));
     }
   }
-  const cudaStream_t st = static_cast<cudaStream_t>(cuda::current_stream());
   auto step = [&] {
     ++epoch;  // new weights every step, as after an optimizer update
     for (auto& l : ls) {
@@ -90,27 +88,12 @@ std::pair<double, double> time_block(const BlockConfig& b, PrecisionMode mode, i
       l->gemm.backward_weight(l->dW, l->dy, saved, b.T, l->K, l->N);
     }
   };
-  for (int i = 0; i < 2; ++i) step();
-  std::vector<double> ms;
-  cudaEvent_t start, stop;
-  check(cudaEventCreate(&start), "cudaEventCreate");
-  check(cudaEventCreate(&stop), "cudaEventCreate");
-  for (int i = 0; i < runs; ++i) {
-    check(cudaEventRecord(start, st), "cudaEventRecord");
-    step();
-    check(cudaEventRecord(stop, st), "cudaEventRecord");
-    check(cudaEventSynchronize(stop), "cudaEventSynchronize");
-    float t = 0;
-    check(cudaEventElapsedTime(&t, start, stop), "cudaEventElapsedTime");
-    ms.push_back(t);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
+  const double ms = gpubench::median_ms(step, 2, runs, "gpu_linear_bench");
   for (auto& l : ls)
     for (float* q : {l->W, l->dW, l->x, l->y, l->dy, l->dx}) device_free(Device::cuda(), q);
   ls.clear();
   device_empty_cache(Device::cuda());
-  return {gpubench::median(ms), flop};
+  return {ms, flop};
 }
 
 int run(bool quick, double peak_tflops) {
@@ -148,24 +131,12 @@ int run(bool quick, double peak_tflops) {
 }  // namespace strata
 
 int main(int argc, char** argv) {
-  bool quick = false;
-  double peak = 989.0;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--quick") == 0) {
-      quick = true;
-    } else if (std::strcmp(argv[i], "--peak-tflops") == 0 && i + 1 < argc) {
-      peak = std::atof(argv[++i]);
-    } else {
-      std::fprintf(stderr, "usage: %s [--quick] [--peak-tflops X]\n", argv[0]);
-      return 2;
-    }
-  }
+  strata::gpubench::Args args;
+  if (!strata::gpubench::parse_args(argc, argv, args)) return 2;
   if (strata::gpubench::skip_without_gpu("gpu_linear_bench")) return 0;
 #ifdef STRATA_WITH_CUDA
-  return strata::run(quick, peak);
+  return strata::run(args.quick, args.peak_tflops);
 #else
-  (void)quick;
-  (void)peak;
   return 0;
 #endif
 }

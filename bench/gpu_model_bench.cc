@@ -14,7 +14,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <random>
 #include <vector>
 
@@ -81,24 +80,8 @@ double time_steps(const ModelConfig& c, PrecisionMode mode, int64_t B, int64_t T
     adamw.step(1e-4);
     model.mark_weights_changed();
   };
-  step();  // warm-up: the caching allocator's blocks, cuBLASLt's algorithm choices
-  const cudaStream_t st = static_cast<cudaStream_t>(cuda::current_stream());
-  cudaEvent_t start, stop;
-  check(cudaEventCreate(&start), "cudaEventCreate");
-  check(cudaEventCreate(&stop), "cudaEventCreate");
-  std::vector<double> ms;
-  for (int i = 0; i < runs; ++i) {
-    check(cudaEventRecord(start, st), "cudaEventRecord");
-    step();
-    check(cudaEventRecord(stop, st), "cudaEventRecord");
-    check(cudaEventSynchronize(stop), "cudaEventSynchronize");
-    float t = 0;
-    check(cudaEventElapsedTime(&t, start, stop), "cudaEventElapsedTime");
-    ms.push_back(t);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  return gpubench::median(ms);
+  // One warm-up step: the caching allocator's blocks, cuBLASLt's algorithm choices.
+  return gpubench::median_ms(step, 1, runs, "gpu_model_bench");
 }
 
 int run(bool quick, double peak_tflops) {
@@ -129,24 +112,12 @@ int run(bool quick, double peak_tflops) {
 }  // namespace strata
 
 int main(int argc, char** argv) {
-  bool quick = false;
-  double peak = 989.0;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--quick") == 0) {
-      quick = true;
-    } else if (std::strcmp(argv[i], "--peak-tflops") == 0 && i + 1 < argc) {
-      peak = std::atof(argv[++i]);
-    } else {
-      std::fprintf(stderr, "usage: %s [--quick] [--peak-tflops X]\n", argv[0]);
-      return 2;
-    }
-  }
+  strata::gpubench::Args args;
+  if (!strata::gpubench::parse_args(argc, argv, args)) return 2;
   if (strata::gpubench::skip_without_gpu("gpu_model_bench")) return 0;
 #ifdef STRATA_WITH_CUDA
-  return strata::run(quick, peak);
+  return strata::run(args.quick, args.peak_tflops);
 #else
-  (void)quick;
-  (void)peak;
   return 0;
 #endif
 }
