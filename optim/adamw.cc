@@ -56,6 +56,14 @@ AdamW::AdamW(const OptimConfig& cfg, std::vector<OptimTensor> tensors)
 
 int64_t AdamW::step_count() const { return step_; }
 
+void AdamW::to_device(Device device) {
+  CHECK(list_device(tensors_) == device) << "AdamW::to_device(" << device.to_string()
+                                         << "): move the parameters there first";
+  for (Tensor& m : m_) m = m.to(device);
+  for (Tensor& v : v_) v = v.to(device);
+  device_ = device;
+}
+
 void AdamW::set_step_count(int64_t t) {
   CHECK_GE(t, 0) << "AdamW step count";
   step_ = t;

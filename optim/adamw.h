@@ -61,6 +61,10 @@ class AdamW {
   int64_t step_count() const;
   void set_step_count(int64_t t);  // for resuming from a checkpoint
 
+  // Moves the moments to `device`, where every tensor of the list must already be (the model
+  // moved first: Transformer::to_device). Later updates run there.
+  void to_device(Device device);
+
   // Optimizer state for checkpoints, in tensor order: "optim.m.<name>", "optim.v.<name>" (shape of
   // the parameter, f32 or bf16 per moments_dtype) for each tensor. Writing through these pointers
   // (loading a checkpoint) sets the moments. The rest of the state is step_count(), which a

@@ -106,6 +106,12 @@ DistributedOptimizer::DistributedOptimizer(const OptimConfig& optim, const Paral
   adam_ = std::make_unique<AdamW>(optim_, updated_);
 }
 
+void DistributedOptimizer::to_device(Device device) {
+  CHECK(!buckets_ && !expert_buckets_ && !zero_ && dp_ == nullptr && ep_ == nullptr && pp_ == nullptr)
+      << "DistributedOptimizer::to_device: one process only so far (gradient buckets and shards stay on the CPU)";
+  adam_->to_device(device);
+}
+
 void DistributedOptimizer::zero_grads() {
   if (!buckets_) {
     for (const OptimTensor& t : tensors_) t.grad->zero_();

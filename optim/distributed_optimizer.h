@@ -90,6 +90,9 @@ class DistributedOptimizer {
   // runs AdamW and (ZeRO-1) all-gathers the parameters.
   StatusOr<OptimStepResult> step(double lr, bool local_bad);
 
+  // One process only (no buckets, no shards): moves AdamW's moments to `device`, where the
+  // model's parameters already are (train.device: cuda).
+  void to_device(Device device);
   int64_t step_count() const { return adam_->step_count(); }
   void set_step_count(int64_t t) { adam_->set_step_count(t); }
   bool sharded() const { return zero_; }

@@ -2,8 +2,8 @@
 # The GPU check: one prepared command for a machine with an NVIDIA Hopper GPU. It builds the CUDA
 # targets (or takes the prebuilt bundle of scripts/pack_gpu_check.sh), runs every GPU test (each
 # CUDA op against its CPU reference, LinearGemm on the GPU, the dense model's forward and
-# backward on the GPU against the CPU's, the caching allocator, the NCCL communicator on one
-# rank), then the benchmarks, and prints a compact table last. About 5 minutes on one H200 from
+# backward and a whole train.device: cuda run against the CPU's, the caching allocator, the NCCL
+# communicator on one rank), then the benchmarks, and prints a compact table last. About 5 minutes on one H200 from
 # a clean checkout (16 cores), 2 from a bundle.
 #
 #   scripts/gpu_check.sh                  build in build-gpu/ (installs packages with setup.sh)
@@ -38,13 +38,14 @@ else
   t0=$(date +%s)
   cmake -S "$root" -B "$build" -DSTRATA_CUDA=ON -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
         > "$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; fail "configure"; }
-  cmake --build "$build" -j "$(nproc)" --target strata_kernels_tests strata_core_tests strata_model_tests strata_parallel_tests gpu_bench gpu_linear_bench gpu_block_bench gpu_model_bench \
+  cmake --build "$build" -j "$(nproc)" --target strata_kernels_tests strata_core_tests strata_model_tests strata_trainer_tests strata_parallel_tests gpu_bench gpu_linear_bench gpu_block_bench gpu_model_bench \
         > "$out/build.log" 2>&1 || { grep -E "error|Error" "$out/build.log" | head -30; fail "build"; }
   say "built in $(( $(date +%s) - t0 )) s"
   bin=$build/tests
   cp "$build/bench/gpu_bench" "$build/bench/gpu_linear_bench" "$build/bench/gpu_block_bench" "$build/bench/gpu_model_bench" "$bin/" 2>/dev/null || true
 fi
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-8}
+export STRATA_SOURCE_DIR=$root  # the trainer test's configs, wherever the binaries were built
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 # Every GPU test: the Cuda* suites (ops, LinearGemm, allocator, casts) and the NCCL communicator.
@@ -67,6 +68,7 @@ t0=$(date +%s)
 run_tests kernels "$bin/strata_kernels_tests" 'Cuda*:*Cuda*' || status=1
 run_tests core "$bin/strata_core_tests" 'Caching*' || status=1
 run_tests model "$bin/strata_model_tests" 'Cuda*' || status=1
+run_tests trainer "$bin/strata_trainer_tests" 'Cuda*' || status=1
 # The NCCL tests initialise MPI as a singleton, which Open MPI does through its orted: a bundle on
 # a machine without Open MPI cannot run them, and says so.
 if command -v orted >/dev/null || command -v mpirun >/dev/null; then
@@ -86,7 +88,7 @@ say "benchmark took $(( $(date +%s) - t0 )) s"
 echo
 echo "==================== Strata GPU check ===================="
 head -1 "$out/gpu.txt" 2>/dev/null || true
-for k in kernels core model nccl; do printf '  tests %-8s %s\n' "$k" "${result[$k]:-not run}"; done
+for k in kernels core model trainer nccl; do printf '  tests %-8s %s\n' "$k" "${result[$k]:-not run}"; done
 grep -E '^(gemm|linear|block|model) ' "$out/bench.txt" | sed 's/^/  /'
 [ $status -eq 0 ] && echo "  result   PASS" || echo "  result   FAIL (logs in $out)"
 exit $status

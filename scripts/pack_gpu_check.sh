@@ -11,10 +11,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 dest=${1:-$root/.gpu-bundle}
 build=${BUILD_DIR:-$root/build-gpu}
 cmake -S "$root" -B "$build" -DSTRATA_CUDA=ON -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 > /dev/null
-cmake --build "$build" -j "$(nproc)" --target strata_kernels_tests strata_core_tests strata_model_tests strata_parallel_tests gpu_bench gpu_linear_bench gpu_block_bench gpu_model_bench
+cmake --build "$build" -j "$(nproc)" --target strata_kernels_tests strata_core_tests strata_model_tests strata_trainer_tests strata_parallel_tests gpu_bench gpu_linear_bench gpu_block_bench gpu_model_bench
 rm -rf "$dest"
 mkdir -p "$dest/bin" "$dest/lib"
-for exe in tests/strata_kernels_tests tests/strata_core_tests tests/strata_model_tests tests/strata_parallel_tests bench/gpu_bench bench/gpu_linear_bench bench/gpu_block_bench bench/gpu_model_bench; do
+for exe in tests/strata_kernels_tests tests/strata_core_tests tests/strata_model_tests tests/strata_trainer_tests tests/strata_parallel_tests bench/gpu_bench bench/gpu_linear_bench bench/gpu_block_bench bench/gpu_model_bench; do
   cp "$build/$exe" "$dest/bin/"
   strip "$dest/bin/$(basename "$exe")"
   ldd "$build/$exe" | awk '$3 ~ /^\// {print $3}' | while read -r lib; do

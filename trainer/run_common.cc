@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/device.h"
 #include "core/log.h"
 #include "kernels/ops.h"
 #include "model/hf.h"
@@ -30,10 +31,26 @@ Status refuse_unlanded(const ExperimentConfig& c) {
                                     "metrics.jsonl and scripts/plot_metrics.py cover the curves");
   }
   if (c.train.device == DeviceChoice::kCuda) {
-    return absl::UnimplementedError(
-        "train.device: cuda: the CUDA ops, LinearGemm and AdamW run on GPUs (scripts/gpu_check.sh), but the "
-        "model and trainer still keep activations and parameters in host memory; training on a GPU is not wired "
-        "yet (#11)");
+    // What runs on a GPU so far: pretrain and SFT of a dense model in one process (#11).
+    const char* why = nullptr;
+    if (c.train.mode == TrainMode::kGrpo) {
+      why = "GRPO runs on the CPU only so far (its rollouts decode with a KV cache, not wired for GPUs)";
+    } else if (c.model.is_moe()) {
+      why = "MoE models run on the CPU only so far (their routing bookkeeping is host code)";
+    } else if (c.parallel.dp > 1 || c.parallel.pp > 1 || c.parallel.ep > 1) {
+      why = "parallel layouts (dp, pp or ep > 1) run on the CPU only so far (NCCL buckets, stages and dispatch are not wired for GPUs)";
+    } else if (c.precision.mode == PrecisionMode::kFp8 && c.precision.fp8.recipe == Fp8Recipe::kTensorwiseDelayed) {
+      why = "precision.fp8.recipe: tensorwise_delayed runs on the CPU only so far (blockwise runs on GPUs)";
+    } else if (c.precision.mode == PrecisionMode::kFp8 && c.precision.fp8.cache_activations) {
+      why = "precision.fp8.cache_activations runs on the CPU only so far";
+    }
+    if (why != nullptr) {
+      return absl::UnimplementedError(absl::StrCat(
+          "train.device: cuda: ", why, "; pretrain and SFT of a dense model in one process run on a GPU (#11)"));
+    }
+    if (!built_with_cuda()) {
+      return absl::UnimplementedError("train.device: cuda: this build has no CUDA (configure with -DSTRATA_CUDA=ON)");
+    }
   }
   if (c.parallel.deterministic) {
     return absl::UnimplementedError(

@@ -8,9 +8,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/device.h"
 #include "core/log.h"
 #include "core/timer.h"
 #include "kernels/ops.h"
+#ifdef STRATA_WITH_CUDA
+#include "kernels/cuda/ops_cuda.h"  // measure_bf16_peak_flops
+#endif
 #include "kernels/precision/scaling.h"
 #include "model/flops.h"
 #include "model/hf.h"
@@ -59,6 +63,16 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
   if (tc.mode == TrainMode::kGrpo) return run_grpo(config, options);
   RETURN_IF_ERROR(refuse_unlanded(config));
   ASSIGN_OR_RETURN(DataParallel dp, DataParallel::join(config));
+  // train.device: cuda (a dense model in one process: refuse_unlanded has said what else is not
+  // wired): parameters, moments and every forward and backward live on cuda:0.
+  const bool on_gpu = config.train.device == DeviceChoice::kCuda;
+  if (on_gpu && dp.world_size() > 1) {
+    return absl::UnimplementedError(absl::StrCat("train.device: cuda: one process only so far (this job has ",
+                                                 dp.world_size(), " ranks; NCCL-parallel GPU training is #11's)"));
+  }
+  if (on_gpu && cuda_device_count() == 0) {
+    return absl::FailedPreconditionError(absl::StrCat("train.device: cuda: ", cuda_unavailable_reason()));
+  }
   ASSIGN_OR_RETURN(const std::string run_dir, open_run_dir(config));
 
   // Data.
@@ -107,13 +121,26 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
     if (state.contains("optimizer_step")) optimizer.set_step_count(state["optimizer_step"].get<int64_t>());
     LOG(INFO) << "resumed from " << resume_dir << " at step " << start;
   }
+  if (on_gpu) {  // after initialising or loading, which write parameters and moments on the CPU
+    model.to_device(Device::cuda());
+    optimizer.to_device(Device::cuda());
+    LOG(INFO) << "training on cuda:0";
+  }
 
   MetricsWriter metrics;
   if (config.log.metrics_jsonl && dp.root()) metrics.open((fs::path(run_dir) / "metrics.jsonl").string(), start);
 
   const int64_t G = config.data.global_batch_size, mb = config.data.micro_batch_size, T = config.data.seq_len;
   const int64_t accum = G / mb;
-  const double peak = measure_sgemm_peak_flops();
+  // MFU's denominator: the CPU's sgemm rate, or the GPU's bf16 tensor-core rate, measured here.
+  double peak = 0.0;
+  if (on_gpu) {
+#ifdef STRATA_WITH_CUDA
+    peak = cuda::measure_bf16_peak_flops();
+#endif
+  } else {
+    peak = measure_sgemm_peak_flops();
+  }
   const double flops_per_token = train_flops_per_token(config.model, T);
 
   std::vector<Batch> eval_batches;
@@ -280,7 +307,7 @@ Status run_training(const ExperimentConfig& config, const TrainOptions& options)
       r.add("mfu", tps * flops_per_token / (peak * dp.world_size()));  // the job's tokens against every rank's peak
       r.add("step_s", step_timer.seconds());
       r.add("memory_gb", resident_memory_bytes() / 1e9);
-      r.add("tensor_peak_mb", tensor_memory_stats().peak_bytes / 1e6);
+      r.add("tensor_peak_mb", tensor_memory_stats(model.device()).peak_bytes / 1e6);
       r.add("optim_mb", optimizer.state_bytes() / 1e6);
       if (optimizer.sharded()) r.add("grad_shard_mb", optimizer.grad_shard_bytes() / 1e6);
       if (dp.comm) {

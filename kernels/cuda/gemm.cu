@@ -559,4 +559,35 @@ void grouped_linear_backward_weight_f32(float* dW, const float* dy, const float*
   }
 }
 
+double measure_bf16_peak_flops() {
+  constexpr int64_t n = 8192;
+  int device = 0;
+  CHECK_CUDA(cudaGetDevice(&device));
+  const Device dev = Device::cuda(device);
+  const size_t ab = static_cast<size_t>(n * n) * sizeof(uint16_t), cb = static_cast<size_t>(n * n) * sizeof(float);
+  auto* a = static_cast<uint16_t*>(device_alloc(dev, ab));
+  auto* b = static_cast<uint16_t*>(device_alloc(dev, ab));
+  auto* c = static_cast<float*>(device_alloc(dev, cb));
+  const cudaStream_t s = stream();
+  CHECK_CUDA(cudaMemsetAsync(a, 0, ab, s));  // zeros: the rate does not depend on the values
+  CHECK_CUDA(cudaMemsetAsync(b, 0, ab, s));
+  cudaEvent_t start, stop;
+  CHECK_CUDA(cudaEventCreate(&start));
+  CHECK_CUDA(cudaEventCreate(&stop));
+  float best = 0.0f;
+  for (int i = 0; i < 4; ++i) {  // the first is the warm-up (algorithm choice, workspace)
+    CHECK_CUDA(cudaEventRecord(start, s));
+    gemm_bf16(false, true, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+    CHECK_CUDA(cudaEventRecord(stop, s));
+    CHECK_CUDA(cudaEventSynchronize(stop));
+    float ms = 0.0f;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
+    if (i > 0 && (best == 0.0f || ms < best)) best = ms;
+  }
+  CHECK_CUDA(cudaEventDestroy(start));
+  CHECK_CUDA(cudaEventDestroy(stop));
+  for (void* p : {static_cast<void*>(a), static_cast<void*>(b), static_cast<void*>(c)}) device_free(dev, p);
+  return 2.0 * static_cast<double>(n) * n * n / (best * 1e-3);
+}
+
 }  // namespace strata::cuda

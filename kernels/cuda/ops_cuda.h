@@ -65,6 +65,11 @@ void gemm_fp8_tensor(float* y, const uint8_t* x, const float* x_scale, const uin
 void gemm_fp8_block(float* y, const uint8_t* x, const float* x_scale, const uint8_t* w,
                     const float* w_scale, int64_t T, int64_t K, int64_t N, bool w_row_tiles = false);
 
+// The bf16 tensor-core GEMM rate this GPU reaches (best of three 8192^3 gemm_bf16 after a
+// warm-up, FLOP/s): the denominator of MFU when training on a GPU (measure_sgemm_peak_flops is
+// the CPU's).
+double measure_bf16_peak_flops();
+
 // out (C, R) = in (R, C) transposed, row-major: the fp8 GEMMs' backward operands (Hopper's fp8
 // tensor cores take only the "TN" form, so dy^T, x^T and W^T are materialised). Exact copies.
 void transpose_f32(float* out, const float* in, int64_t R, int64_t C);
