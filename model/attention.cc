@@ -114,7 +114,7 @@ void attention_forward(Attention& a, AttentionSaved& s, float* out, const float*
   s.lse = Tensor::empty({B, a.Hq, T}, DType::kF32, compute_device());
   const float scale = 1.0f / std::sqrt(static_cast<float>(a.D));
   dev::attention_forward_f32(s.att.f32(), s.lse.f32(), s.q.f32(), s.k.f32(), s.v.f32(), s.key_start.data<int32_t>(), B, T,
-                        T, T, a.Hq, a.Hkv, a.D, scale);
+                             T, T, a.Hq, a.Hkv, a.D, scale);
   a.gemm_o.forward(out, s.att.f32(), a.wo.v(), N, qd, a.C);
 }
 
@@ -137,7 +137,7 @@ void attention_backward(Attention& a, AttentionSaved& s, float* dx, const float*
 
   const float scale = 1.0f / std::sqrt(static_cast<float>(a.D));
   dev::attention_backward_f32(g->dq.f32(), g->dk.f32(), g->dv.f32(), datt.f32(), s.att.f32(), s.lse.f32(), s.q.f32(),
-                         s.k.f32(), s.v.f32(), s.key_start.data<int32_t>(), B, T, T, T, a.Hq, a.Hkv, a.D, scale);
+                              s.k.f32(), s.v.f32(), s.key_start.data<int32_t>(), B, T, T, T, a.Hq, a.Hkv, a.D, scale);
   // Undo RoPE (its transpose), then the q/k norms, to reach the gradients of the projections.
   const int32_t* pos = s.pos.data<int32_t>();
   dev::rope_apply_f32(g->dq.f32(), pos, s.rope->cos.f32(), s.rope->sin.f32(), N, a.Hq, a.D, true);
@@ -145,9 +145,9 @@ void attention_backward(Attention& a, AttentionSaved& s, float* dx, const float*
   if (a.qk_norm) {
     Tensor dq_normed = g->dq.clone(), dk_normed = g->dk.clone();
     dev::rmsnorm_backward_f32(g->dq.f32(), a.q_norm.g(), dq_normed.f32(), s.q_raw.f32(), a.q_norm.v(), s.q_rstd.f32(),
-                         N * a.Hq, a.D);
+                              N * a.Hq, a.D);
     dev::rmsnorm_backward_f32(g->dk.f32(), a.k_norm.g(), dk_normed.f32(), s.k_raw.f32(), a.k_norm.v(), s.k_rstd.f32(),
-                         N * a.Hkv, a.D);
+                              N * a.Hkv, a.D);
   }
   if (a.qkv_bias) {
     dev::bias_backward_f32(a.bq.g(), g->dq.f32(), N, qd);
@@ -186,7 +186,7 @@ void attention_decode(Attention& a, KVCache& cache, float* out, const float* x, 
   Tensor lse = f32_vector(B * a.Hq * T_new);
   const float scale = 1.0f / std::sqrt(static_cast<float>(a.D));
   dev::attention_forward_f32(att.f32(), lse.f32(), q.f32(), cache.k.f32(), cache.v.f32(), key_start, B, T_new,
-                        cache.length, cache.S_cap, a.Hq, a.Hkv, a.D, scale);
+                             cache.length, cache.S_cap, a.Hq, a.Hkv, a.D, scale);
   a.gemm_o.forward(out, att.f32(), a.wo.v(), N, qd, a.C);
 }
 

@@ -341,7 +341,7 @@ void Transformer::backward_input(Activations& acts, const float* d_output, float
       gemm_head_.backward_weight(head_param->g(), logits.f32(), final_out.f32(), N, C, V);
     });
     dev::rmsnorm_backward_f32(dx.f32(), final_norm_.g(), dnormed.f32(), acts.final_in.f32(), final_norm_.v(),
-                         acts.final_rstd.f32(), N, C);
+                              acts.final_rstd.f32(), N, C);
     finish_segment();
   } else {
     CHECK(d_output != nullptr) << "a stage without the head needs the gradient of its output";
