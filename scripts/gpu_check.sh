@@ -7,7 +7,8 @@
 # a clean checkout (16 cores), 2 from a bundle.
 #
 #   scripts/gpu_check.sh                  build in build-gpu/ (installs packages with setup.sh)
-#   scripts/gpu_check.sh --bundle DIR     run the binaries of a bundle (no compiler needed)
+#   scripts/gpu_check.sh --bundle DIR     run the binaries of a bundle (no compiler needed); DIR may
+#                                         be the bundle's .tar.xz
 #   OUT=dir scripts/gpu_check.sh          also write the full logs under dir
 #
 # Exit status: 0 only when every GPU test ran and passed (a skipped GPU test on a GPU machine is a
@@ -18,7 +19,12 @@ out=${OUT:-$(mktemp -d)}
 mkdir -p "$out"
 bundle=""
 if [ "${1:-}" = --bundle ]; then
-  bundle=$(cd "${2:?--bundle needs a directory}" && pwd)
+  src=${2:?--bundle needs a directory or a .tar.xz from scripts/pack_gpu_check.sh}
+  if [ -f "$src" ]; then  # the compressed bundle: unpack next to the logs
+    tar -xJf "$src" -C "$out" || { echo "gpu_check: cannot unpack $src" >&2; exit 1; }
+    src=$out/$(tar -tJf "$src" | head -1 | cut -d/ -f1)
+  fi
+  bundle=$(cd "$src" && pwd) || { echo "gpu_check: no bundle at $src" >&2; exit 1; }
 fi
 
 say() { echo "gpu_check: $*"; }
@@ -58,7 +64,7 @@ run_tests() {  # name binary filter
   local passed failed skipped
   passed=$(grep -c '^\[       OK \]' "$log")
   failed=$(grep -c '^\[  FAILED  \] .*(' "$log")
-  skipped=$(grep -c '^\[  SKIPPED \]' "$log")
+  skipped=$(grep -cE '^\[  SKIPPED \] .* \([0-9]+ ms\)$' "$log")  # the per-test lines, not the summary
   result[$name]="$passed passed, $failed failed, $skipped skipped"
   grep -E '^\[  FAILED  \]|: Failure$|rel_err|CHECK failed' "$log" | head -20
   [ "$rc" -eq 0 ] && [ "$failed" -eq 0 ] && [ "$skipped" -eq 0 ]

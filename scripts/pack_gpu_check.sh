@@ -3,9 +3,9 @@
 # packages (the device machines of this workplace): builds the CUDA test and benchmark targets
 # here, strips them, and copies them with every shared library they load except the C runtime
 # and the CUDA libraries (the GPU machine's toolkit provides those) into DIR/bin and DIR/lib.
-# Then, on the GPU machine: scripts/gpu_check.sh --bundle DIR.
+# Then, on the GPU machine: scripts/gpu_check.sh --bundle DIR (or DIR.tar.xz, also written).
 #
-#   scripts/pack_gpu_check.sh DIR      (default .gpu-bundle, which .git/info/exclude should name)
+#   scripts/pack_gpu_check.sh DIR      (default .gpu-bundle; .gitignore names .gpu-bundle*)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 dest=${1:-$root/.gpu-bundle}
@@ -26,4 +26,7 @@ for exe in tests/strata_kernels_tests tests/strata_core_tests tests/strata_model
   done
 done
 strip --strip-unneeded "$dest"/lib/*.so* 2>/dev/null || true
-du -sh "$dest"
+# One compressed file as well (about 20 MB; the directory is about 90 MB with OpenBLAS and ICU),
+# small enough to carry to a machine that takes a bounded upload.
+tar -cJf "$dest.tar.xz" -C "$(dirname "$dest")" "$(basename "$dest")"
+du -sh "$dest" "$dest.tar.xz"
