@@ -55,6 +55,16 @@ inline bool skip_without_gpu(const char* prog) {
   return false;
 }
 
+// The whole main() of a benchmark: parses the command line, says why and exits 0 without a GPU,
+// else returns run(quick, peak_tflops). run is null in a build without CUDA.
+using RunFn = int (*)(bool quick, double peak_tflops);
+inline int bench_main(int argc, char** argv, const char* prog, RunFn run) {
+  Args args;
+  if (!parse_args(argc, argv, args)) return 2;
+  if (skip_without_gpu(prog) || run == nullptr) return 0;
+  return run(args.quick, args.peak_tflops);
+}
+
 #ifdef STRATA_WITH_CUDA
 // Ends the benchmark with "<prog>: <what>: <CUDA's message>" when e is an error.
 inline void check_cuda(cudaError_t e, const char* prog, const char* what) {

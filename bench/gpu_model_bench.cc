@@ -112,12 +112,9 @@ int run(bool quick, double peak_tflops) {
 }  // namespace strata
 
 int main(int argc, char** argv) {
-  strata::gpubench::Args args;
-  if (!strata::gpubench::parse_args(argc, argv, args)) return 2;
-  if (strata::gpubench::skip_without_gpu("gpu_model_bench")) return 0;
 #ifdef STRATA_WITH_CUDA
-  return strata::run(args.quick, args.peak_tflops);
+  return strata::gpubench::bench_main(argc, argv, "gpu_model_bench", strata::run);
 #else
-  return 0;
+  return strata::gpubench::bench_main(argc, argv, "gpu_model_bench", nullptr);
 #endif
 }
